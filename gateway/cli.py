@@ -1,0 +1,118 @@
+"""``aura-gateway``: the daemon and the technician's tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+DEFAULT_CONFIG = "/etc/aura-gateway/gateway.toml"
+
+
+def _setup_logging(level: str) -> None:
+    # journald stamps every line itself, so no timestamp here.
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.app import run_daemon
+    from gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _setup_logging("INFO")
+        logging.getLogger("gateway").critical("event=config_refused\n%s", exc)
+        print(
+            f"aura-gateway: refusing to start, the configuration has errors:\n{exc}",
+            file=sys.stderr,
+        )
+        return 1
+    _setup_logging(os.environ.get("AURA_GATEWAY_LOG_LEVEL", config.gateway.gateway.log_level))
+    for warning in config.warnings:
+        logging.getLogger("gateway").warning("event=config_warning %s", warning)
+    return asyncio.run(run_daemon(config))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config, summarize
+
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); nothing was changed.", file=sys.stderr)
+        return 1
+    print(summarize(config))
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from gateway.sandbox import run_sandbox
+
+    return run_sandbox(args.host, args.port, args.control_port)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from firmware_bridge.sim import main as sim_main
+
+    return sim_main(args.sim_args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(timeout_s=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aura-gateway",
+        description="Panic-button gateway: presses in, AURA callouts out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"gateway.toml (default {DEFAULT_CONFIG})"
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate the config files and summarise them")
+    check.add_argument("path", nargs="?", default=DEFAULT_CONFIG, help="gateway.toml")
+    check.set_defaults(func=cmd_check_config)
+
+    sandbox = sub.add_parser("sandbox", help="run the local stand-in of AURA (loopback only)")
+    sandbox.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"])
+    sandbox.add_argument("--port", type=int, default=8765)
+    sandbox.add_argument("--control-port", type=int, default=8766)
+    sandbox.set_defaults(func=cmd_sandbox)
+
+    simulate = sub.add_parser(
+        "simulate", help="run the simulated receiver on a pty (see --help of firmware_bridge.sim)"
+    )
+    simulate.add_argument("sim_args", nargs=argparse.REMAINDER)
+    simulate.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="sandbox + simulated receiver + the real daemon, one press")
+    demo.add_argument("--timeout", type=float, default=50.0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

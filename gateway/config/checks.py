@@ -1,0 +1,141 @@
+"""Second pass: checks across keys and files that a schema cannot express.
+
+Each check takes models that already passed the schema and returns problems placed on the
+line of the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config.locate import KeyPath, TomlLocator, format_key
+from gateway.config.models import (
+    CustomerDevice,
+    Device,
+    DeviceType,
+    GatewayFile,
+    GatewayPosition,
+    LiveLocation,
+)
+from gateway.config.problems import ConfigProblem, Severity
+
+LIVE_NEEDS_POSITION = (
+    "live location needs a device with GPS (device type has_gps = true) or [gateway.position] "
+    "in gateway.toml as fallback"
+)
+NO_FALLBACK_POSITION = (
+    "no fallback position: if the device has no fresh fix the callout will use its last known fix"
+)
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    """One ``[[devices]]`` entry; id and type are kept even when the rest is invalid, so a
+    duplicate id or an unknown type is reported in the same run as the schema errors."""
+
+    index: int
+    id: str | None  # lower-cased, as the model stores it; None when not a string
+    type: str | None
+    device: Device | None  # None when the entry failed the schema (already reported)
+
+
+class _Reporter:
+    def __init__(self, file: Path, locator: TomlLocator) -> None:
+        self.file, self.locator = file, locator
+        self.problems: list[ConfigProblem] = []
+
+    def add(self, path: KeyPath, message: str, severity: Severity = "error") -> None:
+        line = self.locator.best_line(path)
+        self.problems.append(ConfigProblem(self.file, line, format_key(path), message, severity))
+
+
+def check_gateway(gw: GatewayFile, file: Path, locator: TomlLocator) -> list[ConfigProblem]:
+    """Settings that are each valid but wrong together, or valid URLs that will not work."""
+    report = _Reporter(file, locator)
+    url = gw.aura.base_url
+    if url.username or url.password:
+        # Never echo the URL: the user info in it is a secret.
+        report.add(
+            ("aura", "base_url"),
+            "must not contain a user name or password; AURA credentials go in the credentials file",
+        )
+    elif url.path not in (None, "", "/") or url.query or url.fragment:
+        report.add(
+            ("aura", "base_url"),
+            f"must be the host only, like 'https://{url.host}'; the path {url.path!r} belongs "
+            "in api_prefix",
+        )
+    if gw.aura.backoff_initial_s > gw.aura.backoff_max_s:
+        report.add(
+            ("aura", "backoff_initial_s"),
+            f"backoff_initial_s ({gw.aura.backoff_initial_s:g}) is above backoff_max_s "
+            f"({gw.aura.backoff_max_s:g})",
+        )
+    names: dict[str, int] = {}
+    ports: dict[str, int] = {}
+    for i, inp in enumerate(gw.inputs):
+        if inp.name in names:
+            report.add(
+                ("inputs", i, "name"),
+                f"duplicate input name {inp.name!r}, already used by inputs[{names[inp.name]}]; "
+                "give each input its own name",
+            )
+        names.setdefault(inp.name, i)
+        if inp.port in ports:
+            report.add(
+                ("inputs", i, "port"),
+                f"port {inp.port!r} is already used by inputs[{ports[inp.port]}]",
+            )
+        ports.setdefault(inp.port, i)
+    return report.problems
+
+
+def check_devices(
+    types: Mapping[str, DeviceType | None] | None,
+    entries: Sequence[DeviceEntry],
+    position: GatewayPosition | None,
+    file: Path,
+    locator: TomlLocator,
+    *,
+    position_known: bool = True,
+) -> list[ConfigProblem]:
+    """Cross-references of the device registry.
+
+    ``types`` maps each declared type name to its model, or to None when that type's own
+    table is invalid (already reported); ``types`` itself is None when the whole
+    ``device_types`` table is unusable. ``position`` is the gateway's fallback position;
+    ``position_known`` is False when gateway.toml is too broken to tell, and the checks that
+    need it are skipped.
+    """
+    report = _Reporter(file, locator)
+    first_by_id: dict[str, int] = {}
+    for entry in entries:
+        i = entry.index
+        if entry.id is not None and entry.id in first_by_id:
+            j = first_by_id[entry.id]
+            report.add(
+                ("devices", i, "id"),
+                f"duplicate device id {entry.id!r}: already used by devices[{j}] at "
+                f"{file.name}:{locator.best_line(('devices', j, 'id'))} "
+                "(ids are compared ignoring case)",
+            )
+        elif entry.id is not None:
+            first_by_id[entry.id] = i
+        if types is None or entry.type is None:
+            continue
+        if entry.type not in types:
+            known = ", ".join(types) or "none; add a [device_types.<name>] table"
+            report.add(
+                ("devices", i, "type"), f"unknown device type {entry.type!r} (known: {known})"
+            )
+            continue
+        dtype, dev = types[entry.type], entry.device
+        live = isinstance(dev, CustomerDevice) and isinstance(dev.location, LiveLocation)
+        if live and dtype is not None and position_known and position is None:
+            if dtype.has_gps:
+                report.add(("devices", i, "location"), NO_FALLBACK_POSITION, "warning")
+            else:
+                report.add(("devices", i, "location"), LIVE_NEEDS_POSITION)
+    return report.problems

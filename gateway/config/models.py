@@ -1,0 +1,231 @@
+"""Pydantic models of the three files a technician edits.
+
+- ``gateway.toml``: gateway settings (AURA endpoint, journal, inputs, timing) and the
+  names of the two other files.
+- ``devices.toml``: device types and the device registry (which button belongs to
+  which customer and how its press reaches AURA).
+- ``credentials.toml``: the AURA client id and secret, readable by the owner only.
+
+Every model forbids unknown keys so a typo is an error, not a silently ignored line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+)
+
+GESTURES = ("single", "double", "long", "hold")
+Gesture = Literal["single", "double", "long", "hold"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- gateway.toml
+
+
+class Timeouts(Strict):
+    """HTTP timeouts towards AURA, in seconds. None is not accepted: every wait ends."""
+
+    connect: float = Field(3.0, gt=0, le=60)
+    read: float = Field(10.0, gt=0, le=120)
+    write: float = Field(10.0, gt=0, le=120)
+    pool: float = Field(3.0, gt=0, le=60)
+
+
+class AuraPaths(Strict):
+    """Paths under ``api_prefix``. Overridable where AURA's docs leave the path open."""
+
+    update_location_and_return: str = Field(
+        "/callouts/{callout_id}/location/callout",
+        description="Update-location-and-return-callout; the docs name it but do not give the "
+        "path, so confirm it with AURA and set it here.",
+    )
+
+
+class AuraSettings(Strict):
+    base_url: HttpUrl = Field(description="AURA Panic API host, e.g. the staging host.")
+    api_prefix: str = "/panic-api/v2"
+    timeouts: Timeouts = Timeouts()
+    paths: AuraPaths = AuraPaths()
+    poll_interval_s: float = Field(
+        10.0, ge=1, le=60, description="Location update / poll cadence of an open callout."
+    )
+    token_refresh_margin_s: float = Field(60.0, ge=0, le=600)
+    backoff_initial_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("api_prefix")
+    @classmethod
+    def _prefix_shape(cls, v: str) -> str:
+        if not v.startswith("/") or v.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/', e.g. '/panic-api/v2'")
+        return v
+
+
+class GatewayPosition(Strict):
+    """Surveyed position of the installation: the fallback for live-location devices."""
+
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    accuracy: float = Field(50.0, gt=0, le=100_000, description="metres")
+
+
+class SerialInputConfig(Strict):
+    type: Literal["serial"]
+    name: str = "receiver"
+    port: str = Field(description="Stable path, e.g. /dev/serial/by-id/usb-...; a pty in tests.")
+    baudrate: int = Field(115200, gt=0)
+    ack_timeout_s: float = Field(0.5, gt=0, le=10)
+    reopen_backoff_max_s: float = Field(10.0, gt=0, le=300)
+
+
+InputConfig = Annotated[SerialInputConfig, Field(discriminator="type")]
+
+
+class GatewaySection(Strict):
+    name: str = Field("aura-gateway", min_length=1, max_length=64)
+    devices_file: Path = Path("devices.toml")
+    credentials_file: Path = Path("credentials.toml")
+    journal_path: Path = Path("/var/lib/aura-gateway/journal.sqlite")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    position: GatewayPosition | None = None
+    max_fix_age_s: float = Field(
+        60.0, gt=0, le=3600, description="A device fix older than this is stale."
+    )
+
+
+class GatewayFile(Strict):
+    gateway: GatewaySection = GatewaySection()
+    aura: AuraSettings
+    inputs: list[InputConfig] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- devices.toml
+
+
+class DeviceType(Strict):
+    """What a model of button can do; devices refer to it by name."""
+
+    raise_gestures: list[Gesture] = Field(default_factory=lambda: ["single"], min_length=1)
+    has_gps: bool = False
+
+
+class LiveLocation(Strict):
+    policy: Literal["live"]
+
+
+class FixedLocation(Strict):
+    policy: Literal["fixed"]
+    predefined_location_id: int = Field(gt=0)
+
+
+# Said when a device asks for live coordinates and a fixed site at once, in either spelling.
+BOTH_LOCATIONS = (
+    "predefined_location_id conflicts with the location policy: AURA accepts live "
+    'coordinates or predefinedLocationId, never both; use location = { policy = "fixed", '
+    'predefined_location_id = ... } for a fixed site or location = { policy = "live" }'
+)
+
+LocationPolicy = Annotated[LiveLocation | FixedLocation, Field(discriminator="policy")]
+
+
+class CustomerRoute(Strict):
+    """``POST /customers/{customerId}/callouts``."""
+
+    route: Literal["customer"]
+    customer_id: int = Field(gt=0)
+    response_type_id: int = Field(gt=0)
+    callout_classification_id: int | None = Field(None, gt=0)
+    location: LocationPolicy
+    # A second spelling of the fixed site is caught here with a clear message rather than
+    # as an unknown key: AURA takes live coordinates or predefinedLocationId, never both.
+    # A field validator (not a model validator) so the error names this key and its line.
+    predefined_location_id: int | None = None
+
+    @field_validator("predefined_location_id")
+    @classmethod
+    def _one_location_kind(cls, v: int | None) -> int | None:
+        if v is not None:
+            raise ValueError(BOTH_LOCATIONS)
+        return v
+
+
+class SiteRoute(Strict):
+    """``POST /predefinedLocations/externalRef/{ref}/callouts``."""
+
+    route: Literal["site"]
+    site_ref: str = Field(min_length=1, max_length=128)
+    response_type_id: int | None = Field(None, gt=0)
+    callout_classification_id: int | None = Field(None, gt=0)
+    installer_identifier: str | None = None
+    # Lets reconciliation after a restart recognise this site's callout among the
+    # source's active callouts; optional because AURA assigns it.
+    predefined_location_id: int | None = Field(None, gt=0)
+
+
+class DeviceEventRoute(Strict):
+    """``POST /deviceEvent`` with the ids AURA issued at onboarding."""
+
+    route: Literal["device"]
+    aura_device_id: int = Field(gt=0)
+    device_type_id: int = Field(gt=0)
+    raise_message_type: int = Field(1, ge=0)
+
+
+class DeviceBase(Strict):
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Radio address as printed on the button (8 hex digits for receiver buttons).",
+    )
+    type: str = Field(min_length=1)
+    label: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+
+class CustomerDevice(DeviceBase, CustomerRoute):
+    pass
+
+
+class SiteDevice(DeviceBase, SiteRoute):
+    pass
+
+
+class EventDevice(DeviceBase, DeviceEventRoute):
+    pass
+
+
+Device = Annotated[CustomerDevice | SiteDevice | EventDevice, Field(discriminator="route")]
+
+
+class DevicesFile(Strict):
+    device_types: dict[str, DeviceType] = Field(default_factory=dict)
+    devices: list[Device] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- credentials.toml
+
+
+class AuraCredentials(Strict):
+    client_id: SecretStr = Field(min_length=1)
+    client_secret: SecretStr = Field(min_length=1)
+
+
+class CredentialsFile(Strict):
+    aura: AuraCredentials

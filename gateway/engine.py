@@ -1,0 +1,214 @@
+"""The engine: pure decisions about what a signal means. No I/O, no wall clock.
+
+It takes a press, the device registry and the monotonic clock, and answers with a
+decision and its reason. The daemon stores the decision in the journal and only then
+tells the engine to ``apply`` it, so a write that fails leaves the engine unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.config import Config
+from gateway.config.models import CustomerDevice, Device, EventDevice, FixedLocation, SiteDevice
+from gateway.journal import NewIncident
+from gateway.signals import Fix, Press
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """Open a new incident and queue its create-callout request."""
+
+    incident: NewIncident
+    reason: str
+    kind: Literal["raise"] = "raise"
+
+
+@dataclass(frozen=True, slots=True)
+class Attach:
+    """A further press while this customer's incident is open: record it there."""
+
+    incident_id: str
+    reason: str
+    kind: Literal["attach"] = "attach"
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """Recorded and counted, never sent (unknown device, non-raising gesture)."""
+
+    reason: str
+    kind: Literal["ignore"] = "ignore"
+
+
+Decision = Raise | Attach | Ignore
+
+
+def incident_key(device: Device) -> str:
+    """One open incident per customer, site or AURA device: AURA dedups per customer too."""
+    if isinstance(device, CustomerDevice):
+        return f"customer:{device.customer_id}"
+    if isinstance(device, SiteDevice):
+        return f"site:{device.site_ref}"
+    return f"device:{device.aura_device_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LocationChoice:
+    """The one location AURA gets (live coordinates or a fixed site), and why."""
+
+    location: dict[str, float] | None
+    predefined_location_id: int | None
+    reason: str
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        open_incidents: dict[str, str] | None = None,
+        fixes: Iterable[Fix] = (),
+        clock_ns: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self._open: dict[str, str] = dict(open_incidents or {})
+        self._fixes: dict[str, Fix] = {}
+        self._clock_ns = clock_ns
+        for fix in fixes:
+            self.apply_fix(fix)
+
+    # ------------------------------------------------------------------ presses
+
+    def decide(self, press: Press) -> Decision:
+        device = self.config.device(press.device_id)
+        if device is None:
+            return Ignore(f"unknown device {press.device_id}: not in the device registry")
+        dtype = self.config.device_type(device)
+        if press.gesture not in dtype.raise_gestures:
+            return Ignore(
+                f"gesture {press.gesture} does not raise for type {device.type}"
+                f" (raises on {', '.join(dtype.raise_gestures)})"
+            )
+        key = incident_key(device)
+        open_id = self._open.get(key)
+        if open_id is not None:
+            return Attach(open_id, f"{key} already has open incident {open_id}")
+        choice = self.choose_location(device)
+        request = build_raise_request(device, choice)
+        return Raise(
+            NewIncident(
+                key=key,
+                device_id=device.id,
+                route=device.route,
+                request=request,
+                location_reason=choice.reason,
+            ).with_id(),
+            reason=f"{press.gesture} press from {device.id} raises for {key}",
+        )
+
+    def apply(self, decision: Decision) -> None:
+        if isinstance(decision, Raise):
+            self._open[decision.incident.key] = decision.incident.id
+
+    def incident_ended(self, incident_id: str) -> None:
+        for key, open_id in list(self._open.items()):
+            if open_id == incident_id:
+                del self._open[key]
+
+    def open_incident(self, key: str) -> str | None:
+        return self._open.get(key)
+
+    # ------------------------------------------------------------------ location
+
+    def apply_fix(self, fix: Fix) -> None:
+        current = self._fixes.get(fix.device_id)
+        if (
+            current is None
+            or current.stamp.boot_id != fix.stamp.boot_id
+            or fix.taken_mono_ns >= current.taken_mono_ns
+        ):
+            self._fixes[fix.device_id] = fix
+
+    def fresh_fix(self, device_id: str) -> Fix | None:
+        """The device's newest fix if it is recent enough to send a responder to."""
+        fix = self._fixes.get(device_id.lower())
+        if fix is None or not self._is_fresh(fix):
+            return None
+        return fix
+
+    def _is_fresh(self, fix: Fix) -> bool:
+        from gateway.signals import BOOT_ID
+
+        if fix.stamp.boot_id != BOOT_ID:
+            return False  # taken before this boot: its monotonic time means nothing now
+        age_s = (self._clock_ns() - fix.taken_mono_ns) / 1e9
+        return age_s <= self.config.gateway.gateway.max_fix_age_s
+
+    def choose_location(self, device: Device) -> LocationChoice:
+        if isinstance(device, SiteDevice):
+            return LocationChoice(None, None, f"fixed site {device.site_ref} (site route)")
+        if isinstance(device, CustomerDevice) and isinstance(device.location, FixedLocation):
+            pid = device.location.predefined_location_id
+            return LocationChoice(None, pid, f"fixed location {pid} (device policy)")
+        fix = self.fresh_fix(device.id)
+        if fix is not None:
+            return LocationChoice(_coords(fix), None, "fresh device fix")
+        position = self.config.gateway.gateway.position
+        if position is not None:
+            return LocationChoice(
+                {
+                    "latitude": position.latitude,
+                    "longitude": position.longitude,
+                    "accuracy": position.accuracy,
+                },
+                None,
+                "no fresh device fix: gateway's surveyed position",
+            )
+        stale = self._fixes.get(device.id)
+        if stale is not None:
+            return LocationChoice(_coords(stale), None, "no fresh fix: device's last known fix")
+        return LocationChoice(None, None, "no location known")
+
+
+def _coords(fix: Fix) -> dict[str, float]:
+    return {"latitude": fix.latitude, "longitude": fix.longitude, "accuracy": fix.accuracy_m}
+
+
+def build_raise_request(device: Device, choice: LocationChoice) -> dict[str, Any]:
+    """Freeze the create request at press time: a retry after a crash sends the same."""
+    if isinstance(device, CustomerDevice):
+        body: dict[str, Any] = {"responseTypeId": device.response_type_id}
+        if device.callout_classification_id is not None:
+            body["calloutClassificationId"] = device.callout_classification_id
+        # AURA takes live coordinates or predefinedLocationId, never both.
+        if choice.predefined_location_id is not None:
+            body["predefinedLocationId"] = choice.predefined_location_id
+        else:
+            body["location"] = choice.location
+        return {"route": "customer", "customer_id": device.customer_id, "body": body}
+    if isinstance(device, SiteDevice):
+        body = {}
+        if device.response_type_id is not None:
+            body["responseTypeId"] = device.response_type_id
+        if device.callout_classification_id is not None:
+            body["calloutClassificationId"] = device.callout_classification_id
+        if device.installer_identifier:
+            body["installerIdentifier"] = device.installer_identifier
+        return {
+            "route": "site",
+            "site_ref": device.site_ref,
+            "predefined_location_id": device.predefined_location_id,
+            "body": body,
+        }
+    assert isinstance(device, EventDevice)
+    body = {
+        "device_id": device.aura_device_id,
+        "device_type_id": device.device_type_id,
+        "message_type": device.raise_message_type,
+    }
+    if choice.location is not None:
+        body["location"] = choice.location
+    return {"route": "device", "body": body}

@@ -1,0 +1,67 @@
+"""What sources hand to the daemon. Sources know nothing about customers or AURA."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config.models import Gesture
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+BOOT_ID = _boot_id()
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """When a signal was received: monotonic for order and timeouts, wall for people."""
+
+    mono_ns: int
+    wall: float
+    boot_id: str = BOOT_ID
+
+    @classmethod
+    def now(cls) -> Stamp:
+        return cls(mono_ns=time.monotonic_ns(), wall=time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class Press:
+    """A button press as a source saw it.
+
+    ``dedup_key`` names the transmission: the same key seen again (a radio repeat or a
+    receiver resending an unacknowledged frame) is the same press.
+    """
+
+    source: str
+    device_id: str
+    gesture: Gesture
+    dedup_key: str
+    counter: int | None = None
+    battery_pct: int | None = None
+    rssi_dbm: int | None = None
+    stamp: Stamp = field(default_factory=Stamp.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A position report from a device with its own GPS."""
+
+    source: str
+    device_id: str
+    latitude: float
+    longitude: float
+    accuracy_m: float
+    age_s: float = 0.0
+    stamp: Stamp = field(default_factory=Stamp.now)
+
+    @property
+    def taken_mono_ns(self) -> int:
+        return self.stamp.mono_ns - int(self.age_s * 1e9)

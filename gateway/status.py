@@ -1,0 +1,61 @@
+"""The one place that knows the gateway's truth; every indicator reads from here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InputHealth:
+    connected: bool = False
+    frames_ok: int = 0
+    bad_frames: int = 0
+
+
+@dataclass
+class StatusModel:
+    devices: int = 0
+    uplink: str = "unknown"  # unknown | up | down | unauthorized
+    uplink_error: str | None = None
+    pending_alarms: int = 0
+    open_callouts: dict[str, str] = field(default_factory=dict)  # incident id -> AURA stage
+    failed_incidents: dict[str, str] = field(default_factory=dict)  # incident id -> reason
+    inputs: dict[str, InputHealth] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    _listeners: list[Callable[[StatusModel], None]] = field(default_factory=list, repr=False)
+
+    def subscribe(self, listener: Callable[[StatusModel], None]) -> None:
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        for listener in self._listeners:
+            listener(self)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def set_uplink(self, state: str, error: str | None = None) -> None:
+        if state != self.uplink or error != self.uplink_error:
+            self.uplink, self.uplink_error = state, error
+            self.changed()
+
+    def summary(self) -> str:
+        """Plain words for sd_notify STATUS= and the log."""
+        words = {"up": "online", "down": "uplink down", "unauthorized": "credentials refused"}
+        parts = [
+            words.get(self.uplink, "starting"),
+            f"{self.pending_alarms} queued",
+            f"{self.devices} devices",
+            f"{len(self.open_callouts)} open callout"
+            + ("" if len(self.open_callouts) == 1 else "s"),
+        ]
+        if self.failed_incidents:
+            parts.append(f"{len(self.failed_incidents)} UNDELIVERABLE")
+        lost = [name for name, h in self.inputs.items() if not h.connected]
+        if lost:
+            parts.append("receiver lost: " + ", ".join(sorted(lost)))
+        return ", ".join(parts)

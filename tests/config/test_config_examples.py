@@ -1,0 +1,159 @@
+"""The example configs in config/ load, and say what the README and the demo rely on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, ConfigError, load_config, summarize
+from gateway.config.models import CustomerDevice, FixedLocation, LiveLocation, SiteDevice
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+SIM_DIR = "/tmp/aura-gateway-sim"
+
+
+def _load_example(tmp_path: Path) -> Config:
+    for name in ("gateway", "devices", "credentials"):
+        shutil.copy(CONFIG_DIR / f"{name}.example.toml", tmp_path / f"{name}.toml")
+    # Git stores the file 0644; the technician's chmod 600 is part of the install.
+    os.chmod(tmp_path / "credentials.toml", 0o600)
+    return load_config(tmp_path / "gateway.toml")
+
+
+def _load_sim(tmp_path: Path) -> Config:
+    # The demo's runtime folder is moved into tmp_path so the test never touches a real demo.
+    text = (CONFIG_DIR / "gateway.sim.toml").read_text()
+    assert SIM_DIR in text
+    (tmp_path / "gateway.sim.toml").write_text(text.replace(SIM_DIR, str(tmp_path / "sim")))
+    shutil.copy(CONFIG_DIR / "devices.sim.toml", tmp_path)
+    (tmp_path / "sim").mkdir()
+    credentials = tmp_path / "sim" / "credentials.toml"
+    credentials.write_text('[aura]\nclient_id = "sandbox-client"\nclient_secret = "s"\n')
+    os.chmod(credentials, 0o600)
+    return load_config(tmp_path / "gateway.sim.toml")
+
+
+def test_every_example_file_is_covered() -> None:
+    # A new example in config/ needs a test here.
+    assert sorted(p.name for p in CONFIG_DIR.glob("*.toml")) == [
+        "credentials.example.toml",
+        "devices.example.toml",
+        "devices.sim.toml",
+        "gateway.example.toml",
+        "gateway.sim.toml",
+    ]
+
+
+def test_production_example_loads(tmp_path: Path) -> None:
+    config = _load_example(tmp_path)
+    assert config.warnings == []
+    assert str(config.gateway.aura.base_url) == "https://staging-panic.aura.services/"
+    assert config.gateway.inputs[0].port == "/dev/serial/by-id/usb-AURA_Receiver-if00"
+    assert config.journal_path == Path("/var/lib/aura-gateway/journal.sqlite")
+    assert config.devices_path == tmp_path / "devices.toml"
+    assert config.credentials_path == tmp_path / "credentials.toml"
+    routes = [d.route for d in config.devices.devices]
+    assert sorted(set(routes)) == ["customer", "device", "site"]
+    policies = {type(d.location) for d in config.devices.devices if isinstance(d, CustomerDevice)}
+    assert policies == {FixedLocation, LiveLocation}
+    live = next(
+        d
+        for d in config.devices.devices
+        if isinstance(d, CustomerDevice) and isinstance(d.location, LiveLocation)
+    )
+    assert config.device_type(live).has_gps
+
+
+def test_production_example_summary(tmp_path: Path) -> None:
+    config = _load_example(tmp_path)
+    text = summarize(config)
+    for device in config.devices.devices:
+        assert device.id in text
+    assert "https://staging-panic.aura.services" in text
+    assert "4 (by route: customer 2, device 1, site 1;" in text
+    assert "REPLACE-WITH" not in text
+
+
+def test_credentials_example_as_shipped_is_refused(tmp_path: Path) -> None:
+    # Guards the install step in config/README.md: forgetting chmod 600 is caught.
+    for name in ("gateway", "devices", "credentials"):
+        shutil.copy(CONFIG_DIR / f"{name}.example.toml", tmp_path / f"{name}.toml")
+    os.chmod(tmp_path / "credentials.toml", 0o644)
+    with pytest.raises(ConfigError, match=r"mode 0644 .* chmod 600 "):
+        load_config(tmp_path / "gateway.toml")
+
+
+def test_sim_config_loads(tmp_path: Path) -> None:
+    config = _load_sim(tmp_path)
+    assert config.warnings == []
+    assert str(config.gateway.aura.base_url) == "http://127.0.0.1:8765/"
+    assert config.gateway.aura.poll_interval_s == 2
+    assert config.gateway.inputs[0].port == str(tmp_path / "sim" / "receiver")
+    assert config.journal_path == tmp_path / "sim" / "journal.sqlite"
+    assert config.credentials_path == tmp_path / "sim" / "credentials.toml"
+    assert config.devices_path == tmp_path / "devices.sim.toml"
+    position = config.gateway.gateway.position
+    assert position is not None
+    assert (position.latitude, position.longitude) == (-33.9249, 18.4241)
+    types = config.devices.device_types
+    assert types["pendant-gps"].raise_gestures == ["single", "long"]
+    assert types["pendant-gps"].has_gps
+    assert types["desk-button"].raise_gestures == ["single"]
+    assert not types["desk-button"].has_gps
+    assert types["shop-button"].raise_gestures == ["single", "long"]
+
+
+def test_sim_devices_match_the_demo(tmp_path: Path) -> None:
+    config = _load_sim(tmp_path)
+    assert [d.id for d in config.devices.devices] == [
+        "00a1b2c3",
+        "00a1b2c4",
+        "00c0ffee",
+        "00bad001",
+    ]
+    for device in config.devices.devices:
+        assert int(device.id, 16) < 2**32 and len(device.id) == 8
+
+    pendant = config.device("00A1B2C3")
+    assert isinstance(pendant, CustomerDevice)
+    assert (pendant.customer_id, pendant.response_type_id) == (1001, 1)
+    assert isinstance(pendant.location, LiveLocation)
+    assert config.device_type(pendant).has_gps
+
+    desk = config.device("00a1b2c4")
+    assert isinstance(desk, CustomerDevice)
+    assert desk.customer_id == 1003
+    assert desk.location == FixedLocation(policy="fixed", predefined_location_id=501)
+
+    shop = config.device("00c0ffee")
+    assert isinstance(shop, SiteDevice)
+    assert shop.site_ref == "SHOP-CPT-001"
+
+    unsubscribed = config.device("00bad001")
+    assert isinstance(unsubscribed, CustomerDevice)
+    assert unsubscribed.customer_id == 1002
+
+
+def test_sim_config_points_at_the_demo_paths() -> None:
+    # The demo writes and opens these exact paths.
+    text = (CONFIG_DIR / "gateway.sim.toml").read_text()
+    for value in (
+        'base_url = "http://127.0.0.1:8765"',
+        f'port = "{SIM_DIR}/receiver"',
+        f'journal_path = "{SIM_DIR}/journal.sqlite"',
+        f'credentials_file = "{SIM_DIR}/credentials.toml"',
+        'devices_file = "devices.sim.toml"',
+    ):
+        assert value in text
+
+
+def test_sim_summary(tmp_path: Path) -> None:
+    text = summarize(_load_sim(tmp_path))
+    for device_id in ("00a1b2c3", "00a1b2c4", "00c0ffee", "00bad001"):
+        assert device_id in text
+    assert "SHOP-CPT-001" in text
+    assert "customer 1002" in text
+    assert "http://127.0.0.1:8765" in text

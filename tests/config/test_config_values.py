@@ -1,0 +1,334 @@
+"""Values written in the files reach the loaded config, and paths resolve as documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, ConfigProblem, load_config, load_devices, summarize
+from gateway.config.models import (
+    AuraPaths,
+    AuraSettings,
+    GatewayPosition,
+    GatewaySection,
+    SerialInputConfig,
+    Timeouts,
+)
+
+# Every value differs from its model default, so a key that is parsed but dropped shows.
+NON_DEFAULT_GATEWAY = """\
+[gateway]
+name = "gw-under-test"
+devices_file = "sub/buttons.toml"
+credentials_file = "../secret/aura.toml"
+journal_path = "state/journal.sqlite"
+log_level = "DEBUG"
+max_fix_age_s = 42.5
+
+[gateway.position]
+latitude = -33.9249
+longitude = 18.4241
+accuracy = 12
+
+[aura]
+base_url = "https://staging-panic.aura.services"
+api_prefix = "/panic-api/v9"
+poll_interval_s = 7
+token_refresh_margin_s = 120
+backoff_initial_s = 1.5
+backoff_max_s = 45
+
+[aura.timeouts]
+connect = 1.25
+read = 20
+write = 21
+pool = 2.5
+
+[aura.paths]
+update_location_and_return = "/callouts/{callout_id}/where"
+
+[[inputs]]
+type = "serial"
+name = "rx-left"
+port = "/dev/ttyAMA0"
+baudrate = 57600
+ack_timeout_s = 0.25
+reopen_backoff_max_s = 5
+"""
+
+DEVICES = """\
+[device_types.pendant]
+raise_gestures = ["double", "hold"]
+has_gps = true
+
+[[devices]]
+id = "00AbCdEf"
+type = "pendant"
+label = "Front desk"
+route = "customer"
+customer_id = 1001
+response_type_id = 3
+callout_classification_id = 4
+location = { policy = "live" }
+
+[[devices]]
+id = "00000002"
+type = "pendant"
+route = "site"
+site_ref = "SITE-9"
+response_type_id = 2
+installer_identifier = "installer-7"
+predefined_location_id = 77
+
+[[devices]]
+id = "00000003"
+type = "pendant"
+route = "device"
+aura_device_id = 26217939
+device_type_id = 5
+raise_message_type = 9
+"""
+
+CREDENTIALS = '[aura]\nclient_id = "id"\nclient_secret = "secret"\n'
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """gateway.toml in etc/, devices in etc/sub/, credentials in secret/: all relative."""
+    etc = tmp_path / "etc"
+    (etc / "sub").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    (etc / "gateway.toml").write_text(NON_DEFAULT_GATEWAY)
+    (etc / "sub" / "buttons.toml").write_text(DEVICES)
+    (tmp_path / "secret" / "aura.toml").write_text(CREDENTIALS)
+    os.chmod(tmp_path / "secret" / "aura.toml", 0o600)
+    return etc / "gateway.toml"
+
+
+def test_non_default_values_reach_the_model(tree: Path) -> None:
+    config = load_config(tree)
+    gw, aura, (inp,) = config.gateway.gateway, config.gateway.aura, config.gateway.inputs
+    assert (gw.name, gw.log_level, gw.max_fix_age_s) == ("gw-under-test", "DEBUG", 42.5)
+    assert gw.position is not None
+    assert (gw.position.latitude, gw.position.longitude, gw.position.accuracy) == (
+        -33.9249,
+        18.4241,
+        12,
+    )
+    assert str(aura.base_url) == "https://staging-panic.aura.services/"
+    assert aura.api_prefix == "/panic-api/v9"
+    assert aura.poll_interval_s == 7
+    assert aura.token_refresh_margin_s == 120
+    assert (aura.backoff_initial_s, aura.backoff_max_s) == (1.5, 45)
+    assert aura.timeouts == Timeouts(connect=1.25, read=20, write=21, pool=2.5)
+    assert aura.paths.update_location_and_return == "/callouts/{callout_id}/where"
+    assert inp == SerialInputConfig(
+        type="serial",
+        name="rx-left",
+        port="/dev/ttyAMA0",
+        baudrate=57600,
+        ack_timeout_s=0.25,
+        reopen_backoff_max_s=5,
+    )
+    assert config.devices.device_types["pendant"].raise_gestures == ["double", "hold"]
+    assert config.credentials.aura.client_id.get_secret_value() == "id"
+
+
+def test_every_setting_is_exercised() -> None:
+    # When a field is added to the models, add it to NON_DEFAULT_GATEWAY above.
+    written = set()
+    for line in NON_DEFAULT_GATEWAY.splitlines():
+        if "=" in line:
+            written.add(line.split("=")[0].strip())
+    for model in (
+        GatewaySection,
+        GatewayPosition,
+        AuraSettings,
+        Timeouts,
+        AuraPaths,
+        SerialInputConfig,
+    ):
+        assert set(model.model_fields) - {"position", "timeouts", "paths"} <= written, model
+
+
+def test_relative_paths_resolve_against_gateway_toml(tree: Path, monkeypatch) -> None:
+    monkeypatch.chdir("/")  # the working directory must not matter
+    config = load_config(tree)
+    root = tree.parent.parent
+    assert config.path == tree
+    assert config.devices_path == root / "etc" / "sub" / "buttons.toml"
+    assert config.credentials_path == root / "secret" / "aura.toml"
+    assert config.journal_path == root / "etc" / "state" / "journal.sqlite"
+    # The model carries the same resolved paths.
+    assert config.gateway.gateway.journal_path == config.journal_path
+    assert config.gateway.gateway.devices_file == config.devices_path
+    assert config.gateway.gateway.credentials_file == config.credentials_path
+
+
+def test_relative_gateway_path_is_made_absolute(tree: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tree.parent.parent)
+    config = load_config("etc/gateway.toml")
+    assert config.path == tree
+    assert config.journal_path.is_absolute()
+
+
+def test_device_lookup_ignores_case(tree: Path) -> None:
+    config = load_config(tree)
+    device = config.device("00ABCDEF")
+    assert device is not None and device.id == "00abcdef"
+    assert config.device("00abcdef") is device
+    assert config.device("ffffffff") is None
+    assert config.device_type(device).has_gps
+
+
+def test_device_route_values(tree: Path) -> None:
+    config = load_config(tree)
+    customer, site, event = config.devices.devices
+    assert customer.model_dump(exclude={"location"}) == {
+        "id": "00abcdef",
+        "type": "pendant",
+        "label": "Front desk",
+        "route": "customer",
+        "customer_id": 1001,
+        "response_type_id": 3,
+        "callout_classification_id": 4,
+        "predefined_location_id": None,
+    }
+    assert site.model_dump() == {
+        "id": "00000002",
+        "type": "pendant",
+        "label": "",
+        "route": "site",
+        "site_ref": "SITE-9",
+        "response_type_id": 2,
+        "callout_classification_id": None,
+        "installer_identifier": "installer-7",
+        "predefined_location_id": 77,
+    }
+    assert (event.route, event.aura_device_id, event.device_type_id) == ("device", 26217939, 5)
+    assert event.raise_message_type == 9
+
+
+def test_summary_lists_the_essentials(tree: Path) -> None:
+    text = summarize(load_config(tree))
+    assert "gw-under-test" in text
+    assert "https://staging-panic.aura.services  api prefix /panic-api/v9" in text
+    assert "rx-left: serial /dev/ttyAMA0 at 57600 baud" in text
+    assert "state/journal.sqlite" in text
+    assert "3 (by route: customer 1, device 1, site 1; by type: pendant 3)" in text
+    assert "00abcdef  pendant  customer  customer 1001" in text
+    assert "site SITE-9" in text
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def test_no_devices_is_a_warning(write_config) -> None:
+    config = load_config(write_config(devices="[device_types.button]\n"))
+    assert [str(w) for w in config.warnings] == [
+        "devices.toml devices: warning: no devices configured: presses from every button "
+        "will be ignored"
+    ]
+    assert "1 warning(s):" in summarize(config)
+
+
+def test_live_gps_device_without_gateway_position_is_a_warning(write_config) -> None:
+    devices = """\
+[device_types.pendant]
+has_gps = true
+
+[[devices]]
+id = "00000001"
+type = "pendant"
+route = "customer"
+customer_id = 1
+response_type_id = 1
+location = { policy = "live" }
+"""
+    config = load_config(write_config(devices=devices))
+    assert config.warnings == [
+        ConfigProblem(
+            config.devices_path,
+            10,
+            "devices[0].location",
+            "no fallback position: if the device has no fresh fix the callout will use its "
+            "last known fix",
+            "warning",
+        )
+    ]
+
+
+def test_live_device_without_gps_is_fine_with_a_gateway_position(write_config, minimal) -> None:
+    gateway = minimal["gateway"] + "\n[gateway.position]\nlatitude = 1\nlongitude = 2\n"
+    devices = minimal["devices"] + (
+        '\n[[devices]]\nid = "2"\ntype = "button"\nroute = "customer"\ncustomer_id = 1\n'
+        'response_type_id = 1\nlocation = { policy = "live" }\n'
+    )
+    config = load_config(write_config(gateway=gateway, devices=devices))
+    assert config.warnings == []
+
+
+# --------------------------------------------------------------------------- reload
+
+
+def test_load_devices_for_reload(tree: Path) -> None:
+    config = load_config(tree)
+    config.devices_path.write_text(DEVICES.replace('"00AbCdEf"', '"00000099"'))
+    devices = load_devices(config.devices_path, config.gateway)
+    reloaded = dataclasses.replace(config, devices=devices)
+    assert reloaded.device("00000099") is not None
+    assert reloaded.device("00abcdef") is None
+    assert config.device("00abcdef") is not None  # the running config is untouched
+
+
+def test_load_devices_refuses_with_every_error(tree: Path) -> None:
+    config = load_config(tree)
+    broken = DEVICES.replace('type = "pendant"\nlabel', 'type = "pendnat"\nlabel')
+    broken = broken.replace("customer_id = 1001", "customer_id = 0")
+    config.devices_path.write_text(broken)
+    with pytest.raises(ConfigError) as caught:
+        load_devices(config.devices_path, config.gateway)
+    assert str(caught.value).splitlines() == [
+        "buttons.toml:7 devices[0].type: unknown device type 'pendnat' (known: pendant)",
+        "buttons.toml:10 devices[0].customer_id: Input should be greater than 0",
+    ]
+
+
+def test_load_devices_without_gateway_position_checks_live_devices(write_config) -> None:
+    devices = """\
+[device_types.button]
+
+[[devices]]
+id = "00000001"
+type = "button"
+route = "customer"
+customer_id = 1
+response_type_id = 1
+location.policy = "live"
+"""
+    config = load_config(write_config())
+    config.devices_path.write_text(devices)
+    with pytest.raises(ConfigError, match=r"^devices.toml:9 devices\[0\].location: live location"):
+        load_devices(config.devices_path, config.gateway)
+
+
+def test_load_devices_warnings(write_config, caplog) -> None:
+    config = load_config(write_config())
+    config.devices_path.write_text("[device_types.button]\n")
+    collected: list[ConfigProblem] = []
+    assert load_devices(config.devices_path, config.gateway, warnings=collected).devices == []
+    assert [w.key for w in collected] == ["devices"]
+    with caplog.at_level(logging.WARNING, logger="gateway.config"):
+        load_devices(config.devices_path, config.gateway)
+    assert "devices.toml devices: warning: no devices configured" in caplog.text
+
+
+def test_load_devices_missing_file(tmp_path: Path, write_config) -> None:
+    config = load_config(write_config())
+    with pytest.raises(ConfigError) as caught:
+        load_devices(tmp_path / "gone.toml", config.gateway)
+    assert str(caught.value) == f"gone.toml: file not found: {tmp_path / 'gone.toml'}"

@@ -1,0 +1,125 @@
+"""The journal keeps presses, incidents and the alarm outbox across a power cut."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import JournalError
+from gateway.journal import CLOSED, FAILED, OPEN, PENDING, SENDING, Journal, NewIncident
+from gateway.signals import Press, Stamp
+
+
+def press(counter: int, device: str = "00a1b2c3") -> Press:
+    return Press(
+        source="serial:receiver",
+        device_id=device,
+        gesture="single",
+        dedup_key=f"rf:{device}:{counter}",
+        counter=counter,
+        stamp=Stamp(mono_ns=1_000 + counter, wall=1_700_000_000.0 + counter),
+    )
+
+
+def incident(key: str = "customer:1001") -> NewIncident:
+    return NewIncident(
+        key=key,
+        device_id="00a1b2c3",
+        route="customer",
+        request={"route": "customer", "customer_id": 1001, "body": {"responseTypeId": 1}},
+        location_reason="fresh device fix",
+    ).with_id()
+
+
+def test_settings_are_durable(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    db = sqlite3.connect(tmp_path / "j.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    journal.close()
+
+
+def test_press_incident_and_raise_commit_together_and_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    new = incident()
+    assert journal.commit_press(press(1), decision="raise", reason="r", new_incident=new) == new.id
+    journal.close()  # as after a power cut: a fresh connection sees everything
+
+    again = Journal(path)
+    assert again.press_known("rf:00a1b2c3:1")
+    item = again.next_alarm()
+    assert item is not None and item.incident_id == new.id and item.kind == "raise"
+    stored = again.incident(new.id)
+    assert stored is not None and stored.state == PENDING
+    assert stored.request == new.request
+    assert stored.press_wall == 1_700_000_001.0
+
+
+def test_outbox_is_fifo_and_done_items_leave_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    ids = []
+    for n in range(3):
+        new = incident(key=f"customer:{n}")
+        journal.commit_press(press(n), decision="raise", reason="r", new_incident=new)
+        ids.append(new.id)
+    first = journal.next_alarm()
+    assert first is not None and first.incident_id == ids[0]
+    journal.mark_sending(ids[0])
+    assert journal.incident(ids[0]).state == SENDING  # type: ignore[union-attr]
+    assert journal.incident(ids[0]).attempts == 1  # type: ignore[union-attr]
+    journal.mark_raised(first.seq, ids[0], 880001, "http://x/track", "created")
+    second = journal.next_alarm()
+    assert second is not None and second.incident_id == ids[1]
+    assert journal.pending_alarms() == 2
+    done = journal.incident(ids[0])
+    assert done is not None and done.state == OPEN and done.callout_id == 880001
+
+
+def test_rejected_alarm_is_kept_and_visible(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    new = incident()
+    journal.commit_press(press(1), decision="raise", reason="r", new_incident=new)
+    item = journal.next_alarm()
+    assert item is not None
+    journal.mark_rejected(item.seq, new.id, "HTTP 403: no subscription")
+    assert journal.next_alarm() is None
+    [failed] = journal.incidents((FAILED,))
+    assert failed.last_error == "HTTP 403: no subscription"
+
+
+def test_attached_press_and_close(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    new = incident()
+    journal.commit_press(press(1), decision="raise", reason="r", new_incident=new)
+    journal.commit_press(press(2), decision="attach", reason="open", incident_id=new.id)
+    assert journal.press_count(new.id) == 2
+    journal.mark_closed(new.id, "Closed")
+    assert journal.incident(new.id).state == CLOSED  # type: ignore[union-attr]
+
+
+def test_same_transmission_cannot_be_stored_twice(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.commit_press(press(1), decision="ignore", reason="r")
+    with pytest.raises(JournalError):
+        journal.commit_press(press(1), decision="ignore", reason="r")
+    assert journal.press_count() == 1
+
+
+def test_failed_write_rolls_back_everything(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.commit_press(press(1), decision="ignore", reason="r")
+    new = incident()
+    # The press insert fails (duplicate): the incident and its raise must not remain.
+    with pytest.raises(JournalError):
+        journal.commit_press(press(1), decision="raise", reason="r", new_incident=new)
+    assert journal.incident(new.id) is None
+    assert journal.next_alarm() is None
+
+
+def test_unopenable_journal_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        Journal(blocker / "j.sqlite")
