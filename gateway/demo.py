@@ -216,13 +216,13 @@ def _story(
     )
     echo(f"   tracking url: {raised['url']}")
 
-    sent = 0
-    while sent < 2:
+    for step in (1, 2):
         lat, lon = lat + 0.0004, lon + 0.0003
         sim.send_fix(PENDANT, lat, lon, accuracy_m=6)
-        daemon.wait_event("location_sent", left())
-        sent += 1
-        echo(f"5.{sent} location update sent: {lat:.5f}, {lon:.5f} (the pendant is moving)")
+        want = f"{lat:.6f}"
+        while (sent := daemon.wait_event("location_sent", left()))["lat"] != want:
+            pass  # a poll that still carried the previous fix
+        echo(f"5.{step} location update sent: {sent['lat']}, {sent['lon']} (the pendant moves)")
 
     callout_id = int(raised["callout"])
     sandbox.set_status(callout_id, "Responder Dispatched")

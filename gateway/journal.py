@@ -120,6 +120,21 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class Stored:
+    repeat: bool
+    incident_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """An alarm claimed for delivery, with its incident as it was before the claim."""
+
+    item: OutboxItem
+    incident: Incident
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
 class NewIncident:
     """What the engine asks the journal to open, in the same transaction as the press."""
 
@@ -171,10 +186,6 @@ class Journal:
 
     # ------------------------------------------------------------------ presses
 
-    def press_known(self, dedup_key: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM presses WHERE dedup_key = ?", (dedup_key,))
-        return row.fetchone() is not None
-
     def commit_press(
         self,
         press: Press,
@@ -183,14 +194,20 @@ class Journal:
         reason: str,
         incident_id: str | None = None,
         new_incident: NewIncident | None = None,
-    ) -> str | None:
+    ) -> Stored:
         """Store a press (and the incident it opens, with its raise) in one transaction.
 
-        Returns the incident id the press belongs to. Raises ``JournalError`` when the
+        A transmission already stored (a radio repeat, or a resend after a crash) writes
+        nothing and comes back as ``Stored(repeat=True)``. Raises ``JournalError`` when the
         disk refused the write: the caller must not acknowledge the press then.
         """
 
-        def write(db: sqlite3.Connection) -> str | None:
+        def write(db: sqlite3.Connection) -> Stored:
+            known = db.execute(
+                "SELECT incident_id FROM presses WHERE dedup_key = ?", (press.dedup_key,)
+            ).fetchone()
+            if known is not None:
+                return Stored(repeat=True, incident_id=known[0])
             inc_id = incident_id
             if new_incident is not None:
                 inc_id = new_incident.id
@@ -235,7 +252,7 @@ class Journal:
                     inc_id,
                 ),
             )
-            return inc_id
+            return Stored(repeat=False, incident_id=inc_id)
 
         return self._tx(write)
 
@@ -331,14 +348,35 @@ class Journal:
             )
         return [self._incident(r) for r in rows.fetchall()]
 
-    def mark_sending(self, incident_id: str) -> None:
-        """Written before each create request: a crash after this may have reached AURA."""
-        self._tx(
-            lambda db: db.execute(
+    def claim_next_alarm(self) -> Attempt | None:
+        """The oldest pending alarm, marked as being sent, in one transaction.
+
+        Marked before the request leaves, so after a crash we know it may have reached
+        AURA; the incident is returned as it was, so the caller knows whether an earlier
+        attempt may have reached AURA too.
+        """
+
+        def claim(db: sqlite3.Connection) -> Attempt | None:
+            row = db.execute(
+                "SELECT seq, incident_id, kind FROM outbox WHERE state = 'pending'"
+                " ORDER BY seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            item = OutboxItem(*row)
+            found = db.execute(
+                f"SELECT {self._INCIDENT_COLS} FROM incidents WHERE id = ?", (item.incident_id,)
+            ).fetchone()
+            if found is None:
+                raise JournalError(f"outbox {item.seq} names missing incident {item.incident_id}")
+            pending = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()
+            db.execute(
                 "UPDATE incidents SET state = ?, attempts = attempts + 1 WHERE id = ?",
-                (SENDING, incident_id),
+                (SENDING, item.incident_id),
             )
-        )
+            return Attempt(item, self._incident(found), int(pending[0]))
+
+        return self._tx(claim)
 
     def note_error(self, incident_id: str, error: str, *, reached_aura: bool = True) -> None:
         """Record a failed attempt; one that certainly never left goes back to pending."""

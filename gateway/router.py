@@ -36,15 +36,12 @@ class Router:
     async def on_press(self, press: Press) -> bool:
         """Returns True once the press is durable (or already was): the input may ack."""
         async with self._lock:
+            # Deciding is pure and cheap; a repeat's decision is simply never applied.
+            decision = self.engine.decide(press)
+            new = decision.incident if isinstance(decision, Raise) else None
+            attach_to = decision.incident_id if isinstance(decision, Attach) else None
             try:
-                if await self.journal.call(lambda j: j.press_known(press.dedup_key)):
-                    self.status.count("presses_repeated")
-                    logger.debug("event=press_repeat key=%s", press.dedup_key)
-                    return True
-                decision = self.engine.decide(press)
-                new = decision.incident if isinstance(decision, Raise) else None
-                attach_to = decision.incident_id if isinstance(decision, Attach) else None
-                incident_id = await self.journal.call(
+                stored = await self.journal.call(
                     lambda j: j.commit_press(
                         press,
                         decision=decision.kind,
@@ -58,7 +55,12 @@ class Router:
                 self.status.count("journal_errors")
                 logger.error("event=journal_error device=%s error=%s", press.device_id, exc)
                 return False
+            if stored.repeat:
+                self.status.count("presses_repeated")
+                logger.debug("event=press_repeat key=%s", press.dedup_key)
+                return True
             self.engine.apply(decision)
+        incident_id = stored.incident_id
         self._log_decision(press, decision, incident_id)
         if isinstance(decision, Raise):
             self.status.pending_alarms += 1

@@ -29,7 +29,7 @@ from gateway.errors import (
     CloudUnauthorized,
     JournalError,
 )
-from gateway.journal import OPEN, SENDING, AsyncJournal, Incident, OutboxItem
+from gateway.journal import OPEN, SENDING, AsyncJournal, Attempt, Incident, OutboxItem
 from gateway.signals import BOOT_ID
 from gateway.status import StatusModel
 
@@ -65,18 +65,20 @@ class Uplink:
             self.alive_ns = self._clock_ns()
             self.wake.clear()  # cleared before the read, so a press in between is not missed
             try:
-                item = await self.journal.call(lambda j: j.next_alarm())
-                self.status.pending_alarms = await self.journal.call(lambda j: j.pending_alarms())
+                attempt = await self.journal.call(lambda j: j.claim_next_alarm())
             except JournalError as exc:
                 logger.error("event=journal_error error=%s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            if item is None:
+            if attempt is None:
+                self.status.pending_alarms = 0
                 self.status.changed()
                 await self.wake.wait()
                 continue
+            self.status.pending_alarms = attempt.pending
+            item = attempt.item
             try:
-                await self._deliver(item)
+                await self._deliver(attempt)
             except CloudRejected as exc:
                 await self._reject(item, exc)
             except (CloudRetryable, CloudUnauthorized) as exc:
@@ -105,27 +107,26 @@ class Uplink:
                 lambda j: j.note_error(incident_id, error, reached_aura=reached_aura)
             )
 
-    async def _deliver(self, item: OutboxItem) -> None:
-        incident = await self.journal.call(lambda j: j.incident(item.incident_id))
-        if incident is None:
-            raise JournalError(f"outbox {item.seq} names missing incident {item.incident_id}")
+    async def _deliver(self, attempt: Attempt) -> None:
+        item, incident = attempt.item, attempt.incident
         callout: Callout | None = None
-        if incident.state == SENDING:
-            # An earlier request may have reached AURA (crash or lost reply): look first.
-            callout = await self._reconcile(incident)
-        if callout is None:
-            await self.client.authenticate()  # a token failure is no attempt at the raise
-            await self.journal.call(lambda j: j.mark_sending(incident.id))
-            try:
+        # An earlier attempt may have reached AURA (a crash or a lost reply): look first.
+        unresolved = incident.state == SENDING
+        try:
+            await self.client.authenticate()
+            if unresolved:
+                callout = await self._reconcile(incident)
+                unresolved = False
+            if callout is None:
                 callout = await self.client.raise_callout(incident.request)
-            except CloudRetryable as exc:
-                if not exc.maybe_delivered:
-                    # Certainly never reached AURA: the next try needs no reconciliation.
-                    await self._note_error(incident.id, str(exc), reached_aura=False)
-                raise
-            how = "raised"
-        else:
-            how = "reattached"
+                how = "raised"
+            else:
+                how = "reattached"
+        except (CloudRetryable, CloudUnauthorized) as exc:
+            if not getattr(exc, "maybe_delivered", False) and not unresolved:
+                # Certainly never reached AURA: the next try needs no reconciliation.
+                await self._note_error(incident.id, str(exc), reached_aura=False)
+            raise
         await self.journal.call(
             lambda j: j.mark_raised(item.seq, incident.id, callout.id, callout.url, callout.status)
         )

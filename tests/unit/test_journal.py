@@ -44,11 +44,16 @@ def test_press_incident_and_raise_commit_together_and_survive_reopen(tmp_path: P
     path = tmp_path / "j.sqlite"
     journal = Journal(path)
     new = incident()
-    assert journal.commit_press(press(1), decision="raise", reason="r", new_incident=new) == new.id
+    stored = journal.commit_press(press(1), decision="raise", reason="r", new_incident=new)
+    assert not stored.repeat and stored.incident_id == new.id
     journal.close()  # as after a power cut: a fresh connection sees everything
 
     again = Journal(path)
-    assert again.press_known("rf:00a1b2c3:1")
+    # The receiver resends the frame the crash left unacknowledged: recognised, not redone.
+    other = incident()
+    repeat = again.commit_press(press(1), decision="raise", reason="r", new_incident=other)
+    assert repeat.repeat and repeat.incident_id == new.id
+    assert again.incident(other.id) is None
     item = again.next_alarm()
     assert item is not None and item.incident_id == new.id and item.kind == "raise"
     stored = again.incident(new.id)
@@ -64,12 +69,16 @@ def test_outbox_is_fifo_and_done_items_leave_it(tmp_path: Path) -> None:
         new = incident(key=f"customer:{n}")
         journal.commit_press(press(n), decision="raise", reason="r", new_incident=new)
         ids.append(new.id)
-    first = journal.next_alarm()
-    assert first is not None and first.incident_id == ids[0]
-    journal.mark_sending(ids[0])
-    assert journal.incident(ids[0]).state == SENDING  # type: ignore[union-attr]
-    assert journal.incident(ids[0]).attempts == 1  # type: ignore[union-attr]
-    journal.mark_raised(first.seq, ids[0], 880001, "http://x/track", "created")
+    attempt = journal.claim_next_alarm()
+    assert attempt is not None and attempt.item.incident_id == ids[0]
+    assert attempt.incident.state == PENDING and attempt.pending == 3  # as before the claim
+    claimed = journal.incident(ids[0])
+    assert claimed is not None and claimed.state == SENDING and claimed.attempts == 1
+    # Not delivered yet: claiming again gives the same head, now known to be in flight.
+    again = journal.claim_next_alarm()
+    assert again is not None and again.item == attempt.item
+    assert again.incident.state == SENDING
+    journal.mark_raised(attempt.item.seq, ids[0], 880001, "http://x/track", "created")
     second = journal.next_alarm()
     assert second is not None and second.incident_id == ids[1]
     assert journal.pending_alarms() == 2
@@ -102,20 +111,20 @@ def test_attached_press_and_close(tmp_path: Path) -> None:
 def test_same_transmission_cannot_be_stored_twice(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite")
     journal.commit_press(press(1), decision="ignore", reason="r")
-    with pytest.raises(JournalError):
-        journal.commit_press(press(1), decision="ignore", reason="r")
+    assert journal.commit_press(press(1), decision="ignore", reason="r").repeat
     assert journal.press_count() == 1
 
 
 def test_failed_write_rolls_back_everything(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite")
-    journal.commit_press(press(1), decision="ignore", reason="r")
-    new = incident()
-    # The press insert fails (duplicate): the incident and its raise must not remain.
+    first = incident()
+    journal.commit_press(press(1), decision="raise", reason="r", new_incident=first)
+    clash = NewIncident(first.key, "00a1b2c3", "customer", first.request, "r", id=first.id)
+    # The incident insert fails (same id): the press must not remain without it.
     with pytest.raises(JournalError):
-        journal.commit_press(press(1), decision="raise", reason="r", new_incident=new)
-    assert journal.incident(new.id) is None
-    assert journal.next_alarm() is None
+        journal.commit_press(press(2), decision="raise", reason="r", new_incident=clash)
+    assert journal.press_count() == 1
+    assert journal.pending_alarms() == 1
 
 
 def test_unopenable_journal_is_a_clear_error(tmp_path: Path) -> None:
