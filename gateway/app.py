@@ -53,7 +53,7 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
 
     client = AuraClient(config.gateway.aura, config.credentials.aura)
     uplink = Uplink(client, journal, engine, status, config.gateway.aura)
-    router = Router(engine, journal, status, uplink.wake)
+    router = Router(engine, journal, status, uplink)
     try:
         inputs = [input_class(cfg.type)(cfg, router, status) for cfg in config.gateway.inputs]
     except GatewayError as exc:

@@ -123,6 +123,7 @@ class OutboxItem:
 class Stored:
     repeat: bool
     incident_id: str | None
+    claimed: Attempt | None = None  # the raise, already claimed for an idle uplink
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,27 @@ class NewIncident:
 
 def _replace_id(n: NewIncident, new_id: str) -> NewIncident:
     return NewIncident(n.key, n.device_id, n.route, n.request, n.location_reason, new_id)
+
+
+def _incident_as_new(new: NewIncident, press: Press) -> Incident:
+    """The incident as the uplink sees a fresh one: pending, never attempted."""
+    return Incident(
+        id=new.id,
+        key=new.key,
+        device_id=new.device_id,
+        route=new.route,
+        state=PENDING,
+        request=new.request,
+        location_reason=new.location_reason,
+        callout_id=None,
+        tracking_url=None,
+        aura_status=None,
+        attempts=0,
+        last_error=None,
+        press_mono_ns=press.stamp.mono_ns,
+        press_boot_id=press.stamp.boot_id,
+        press_wall=press.stamp.wall,
+    )
 
 
 class Journal:
@@ -194,12 +216,17 @@ class Journal:
         reason: str,
         incident_id: str | None = None,
         new_incident: NewIncident | None = None,
+        claim: bool = False,
     ) -> Stored:
         """Store a press (and the incident it opens, with its raise) in one transaction.
 
         A transmission already stored (a radio repeat, or a resend after a crash) writes
         nothing and comes back as ``Stored(repeat=True)``. Raises ``JournalError`` when the
         disk refused the write: the caller must not acknowledge the press then.
+
+        With ``claim`` (the uplink is idle, so this raise is the head of the queue) the
+        raise is marked in flight in the same transaction and returned as the attempt:
+        the press path then costs one fsync instead of two.
         """
 
         def write(db: sqlite3.Connection) -> Stored:
@@ -209,18 +236,20 @@ class Journal:
             if known is not None:
                 return Stored(repeat=True, incident_id=known[0])
             inc_id = incident_id
+            claimed: Attempt | None = None
             if new_incident is not None:
                 inc_id = new_incident.id
                 db.execute(
-                    "INSERT INTO incidents (id, key, device_id, route, state, request,"
+                    "INSERT INTO incidents (id, key, device_id, route, state, attempts, request,"
                     " location_reason, press_mono_ns, press_boot_id, press_wall)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         inc_id,
                         new_incident.key,
                         new_incident.device_id,
                         new_incident.route,
-                        PENDING,
+                        SENDING if claim else PENDING,
+                        1 if claim else 0,
                         json.dumps(new_incident.request),
                         new_incident.location_reason,
                         press.stamp.mono_ns,
@@ -228,10 +257,17 @@ class Journal:
                         press.stamp.wall,
                     ),
                 )
-                db.execute(
+                cursor = db.execute(
                     "INSERT INTO outbox (incident_id, kind, created_wall) VALUES (?, 'raise', ?)",
                     (inc_id, time.time()),
                 )
+                if claim:
+                    assert cursor.lastrowid is not None
+                    claimed = Attempt(
+                        OutboxItem(cursor.lastrowid, inc_id, "raise"),
+                        _incident_as_new(new_incident, press),
+                        pending=1,
+                    )
             db.execute(
                 "INSERT INTO presses (dedup_key, source, device_id, gesture, counter,"
                 " battery_pct, rssi_dbm, mono_ns, boot_id, wall, decision, reason, incident_id)"
@@ -252,7 +288,7 @@ class Journal:
                     inc_id,
                 ),
             )
-            return Stored(repeat=False, incident_id=inc_id)
+            return Stored(repeat=False, incident_id=inc_id, claimed=claimed)
 
         return self._tx(write)
 

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from gateway.engine import Attach, Engine, Ignore, Raise
 from gateway.errors import JournalError
-from gateway.journal import AsyncJournal
+from gateway.journal import AsyncJournal, Attempt
 from gateway.signals import Fix, Press
 from gateway.status import StatusModel
 
 logger = logging.getLogger(__name__)
+
+
+class UplinkPort(Protocol):
+    """What the router needs of the uplink: is it idle, and here is new work."""
+
+    def idle(self) -> bool: ...
+
+    def offer(self, claimed: Attempt | None) -> None: ...
 
 
 class Router:
@@ -24,12 +33,12 @@ class Router:
         engine: Engine,
         journal: AsyncJournal,
         status: StatusModel,
-        wake_uplink: asyncio.Event,
+        uplink: UplinkPort,
     ) -> None:
         self.engine = engine
         self.journal = journal
         self.status = status
-        self._wake_uplink = wake_uplink
+        self._uplink = uplink
         # Serialises decide → commit → apply so two inputs cannot both open an incident.
         self._lock = asyncio.Lock()
 
@@ -40,6 +49,9 @@ class Router:
             decision = self.engine.decide(press)
             new = decision.incident if isinstance(decision, Raise) else None
             attach_to = decision.incident_id if isinstance(decision, Attach) else None
+            # An idle uplink has nothing older queued: this raise is the head, so the same
+            # transaction can claim it for delivery.
+            claim = new is not None and self._uplink.idle()
             try:
                 stored = await self.journal.call(
                     lambda j: j.commit_press(
@@ -48,6 +60,7 @@ class Router:
                         reason=decision.reason,
                         incident_id=attach_to,
                         new_incident=new,
+                        claim=claim,
                     )
                 )
             except JournalError as exc:
@@ -65,7 +78,7 @@ class Router:
         if isinstance(decision, Raise):
             self.status.pending_alarms += 1
             self.status.changed()
-            self._wake_uplink.set()
+            self._uplink.offer(stored.claimed)
         return True
 
     def _log_decision(self, press: Press, decision: object, incident_id: str | None) -> None:

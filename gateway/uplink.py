@@ -53,6 +53,8 @@ class Uplink:
         self.status = status
         self.settings = settings
         self.wake = asyncio.Event()
+        self._parked = False  # waiting with an empty queue
+        self._handoff: Attempt | None = None
         self._follow_now = asyncio.Event()
         self._clock_ns = clock_ns
         self.alive_ns = clock_ns()  # last sign of life of both loops, for the watchdog
@@ -64,8 +66,10 @@ class Uplink:
         while True:
             self.alive_ns = self._clock_ns()
             self.wake.clear()  # cleared before the read, so a press in between is not missed
+            attempt, self._handoff = self._handoff, None
             try:
-                attempt = await self.journal.call(lambda j: j.claim_next_alarm())
+                if attempt is None:
+                    attempt = await self.journal.call(lambda j: j.claim_next_alarm())
             except JournalError as exc:
                 logger.error("event=journal_error error=%s", exc)
                 await asyncio.sleep(1.0)
@@ -73,7 +77,9 @@ class Uplink:
             if attempt is None:
                 self.status.pending_alarms = 0
                 self.status.changed()
+                self._parked = True
                 await self.wake.wait()
+                self._parked = False
                 continue
             self.status.pending_alarms = attempt.pending
             item = attempt.item
@@ -99,6 +105,16 @@ class Uplink:
             else:
                 backoff.reset()
                 self.status.set_uplink("up")
+
+    def idle(self) -> bool:
+        """True when the queue is empty and nothing was handed over yet."""
+        return self._parked and self._handoff is None and not self.wake.is_set()
+
+    def offer(self, claimed: Attempt | None) -> None:
+        """New work: an alarm the press transaction already claimed, or just a wake-up."""
+        if claimed is not None:
+            self._handoff = claimed
+        self.wake.set()
 
     async def _note_error(self, incident_id: str, error: str, reached_aura: bool = True) -> None:
         # The retry itself matters more than the note.

@@ -132,3 +132,20 @@ def test_unopenable_journal_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(JournalError, match="cannot open journal"):
         Journal(blocker / "j.sqlite")
+
+
+def test_press_claimed_for_an_idle_uplink_is_in_flight_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    new = incident()
+    stored = journal.commit_press(
+        press(1), decision="raise", reason="r", new_incident=new, claim=True
+    )
+    # The uplink gets the fresh incident as never attempted: no reconciliation needed ...
+    assert stored.claimed is not None
+    assert stored.claimed.incident.state == PENDING and stored.claimed.incident.attempts == 0
+    journal.close()
+    # ... but if the daemon dies now, the request may have left: the restart must look first.
+    attempt = Journal(path).claim_next_alarm()
+    assert attempt is not None and attempt.item == stored.claimed.item
+    assert attempt.incident.state == SENDING
