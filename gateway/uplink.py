@@ -202,6 +202,10 @@ class Uplink:
     # ------------------------------------------------------------------ followers
 
     async def run_followers(self) -> None:
+        # Warm up: token and connection ready before the first press needs them. A failure
+        # here changes nothing; the alarm loop authenticates again when it must.
+        with contextlib.suppress(CloudError):
+            await self.client.authenticate()
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
         interval = self.settings.poll_interval_s
         while True:
@@ -288,5 +292,3 @@ def _is_live(incident: Incident) -> bool:
         return "location" in request["body"]
     return request["route"] == "device"
 
-
-__all__ = ["CloudError", "Uplink"]
