@@ -4,7 +4,9 @@ Layers, bottom up::
 
     wire   = [0x00] COBS(raw) 0x00          (a sender may prefix a delimiter)
     raw    = version u8 | type u8 | seq u16 LE | body | crc u32 LE
-    frames = Hello | Press | DeviceFix | ReceiverStatus | Ack | Nak
+    frames = Hello | Press | DeviceFix | ReceiverStatus | DeviceStatus      (receiver → gateway)
+           | Indication | Ping | TimeSync                                   (gateway → receiver)
+           | Ack | Nak                      (ACK both ways; NAK gateway → receiver)
 
 This module does no I/O and imports neither asyncio nor pyserial, so the same code serves
 the asyncio link, the threaded simulator, benchmarks and property tests.
@@ -41,19 +43,50 @@ class FrameType(IntEnum):
     PRESS = 0x02
     DEVICE_FIX = 0x03
     RECEIVER_STATUS = 0x04
+    DEVICE_STATUS = 0x05
     ACK = 0x80
     NAK = 0x81
+    INDICATION = 0x82
+    PING = 0x83
+    TIME = 0x84
 
 
 class NakReason(IntEnum):
-    """Why the gateway refused a frame. The receiver resends at its next interval anyway."""
+    """Why the gateway refused a frame.
+
+    Only STORE_FAILED is temporary: the receiver resends the frame at its next interval.
+    Every other reason (and a code this version does not know) ends the resends of that
+    frame: sending the same bytes again cannot change the answer.
+    """
 
     CRC = 1
     UNKNOWN_TYPE = 2
     STORE_FAILED = 3
+    UNSUPPORTED_VERSION = 4
+    REJECTED = 5  # authentication failed, replayed counter or unknown device
 
 
 _NAK_REASON_CODES: Final = frozenset(int(r) for r in NakReason)
+#: The NAK reasons after which the receiver keeps resending (PROTOCOL.md §5).
+NAK_RESEND_REASONS: Final = frozenset({NakReason.STORE_FAILED})
+
+
+def nak_ends_resends(reason: int) -> bool:
+    """True when a NAK with ``reason`` means "stop resending this frame"."""
+    return reason not in NAK_RESEND_REASONS
+
+
+class IndicationState(IntEnum):
+    """What a button's LED or buzzer should show about its alarm (INDICATION frame)."""
+
+    CLEAR = 0
+    HELP_CALLED = 1  # the press is stored by the gateway
+    HELP_ON_THE_WAY = 2  # AURA accepted the callout
+    ON_SCENE = 3  # a responder is with the person
+    DELIVERY_FAILING = 4  # the gateway cannot get the alarm through
+
+
+_INDICATION_CODES: Final = frozenset(int(s) for s in IndicationState)
 
 
 Gesture: TypeAlias = Literal["single", "double", "long", "hold"]
@@ -63,6 +96,9 @@ _GESTURE_BY_CODE: Final[dict[int, Gesture]] = {v: k for k, v in GESTURE_CODES.it
 BATTERY_UNKNOWN: Final = 255
 RSSI_UNKNOWN: Final = 127
 PRESS_FLAG_REPEAT: Final = 0x01
+STATUS_FLAG_TAMPER: Final = 0x01
+STATUS_FLAG_BATTERY_LOW: Final = 0x02
+TIME_FLAG_TRUSTED: Final = 0x01
 _DEG_SCALE: Final = 10_000_000  # 1e-7 degree units on the wire
 
 
@@ -88,6 +124,19 @@ class UnknownFrameType(FrameError):
     def __init__(self, type_code: int, seq: int) -> None:
         super().__init__(f"unknown frame type 0x{type_code:02x} (seq {seq})")
         self.type_code = type_code
+        self.seq = seq
+
+
+class UnsupportedVersion(FrameError):
+    """A frame with a good CRC but a protocol version this codec does not speak.
+
+    ``seq`` is read from the header (its position is the same in every version), so the
+    gateway can answer NAK "unsupported version" for it.
+    """
+
+    def __init__(self, version: int, seq: int) -> None:
+        super().__init__(f"unsupported protocol version {version} (expected {PROTOCOL_VERSION})")
+        self.version = version
         self.seq = seq
 
 
@@ -181,6 +230,32 @@ def _check_fields(frame: object, spec: dict[str, tuple[int, int]]) -> None:
 _U8 = (0, 0xFF)
 _U16 = (0, 0xFFFF)
 _U32 = (0, 0xFFFF_FFFF)
+_U64 = (0, 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def _check_bool(frame: str, name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise FrameError(f"{frame}.{name}: expected bool, got {type(value).__name__}")
+
+
+def _check_battery(frame: str, value: int | None) -> None:
+    if value is not None:
+        _check_int(frame, "battery_pct", value, 0, 100)
+
+
+def _check_tag(frame: str, tag: bytes) -> None:
+    if not isinstance(tag, bytes):
+        raise FrameError(f"{frame}.tag: expected bytes, got {type(tag).__name__}")
+    if len(tag) > MAX_TAG_LEN:
+        raise FrameError(f"{frame}.tag: {len(tag)} bytes, maximum is {MAX_TAG_LEN}")
+
+
+def _expect_body_range(cls: type, body: bytes, size: int) -> None:
+    """A fixed part of ``size`` bytes followed by a tag of 0..MAX_TAG_LEN bytes."""
+    if not size <= len(body) <= size + MAX_TAG_LEN:
+        raise FrameError(
+            f"{cls.__name__} body is {len(body)} bytes, expected {size}..{size + MAX_TAG_LEN}"
+        )
 
 
 def _quantize_degrees(frame: str, name: str, value: float, limit: float) -> float:
@@ -207,7 +282,7 @@ def _split_raw(raw: bytes | bytearray | memoryview) -> tuple[int, int, bytes]:
         raise CrcMismatch(expected, actual)
     version, type_code, seq = _HEADER.unpack_from(raw)
     if version != PROTOCOL_VERSION:
-        raise FrameError(f"unsupported protocol version {version} (expected {PROTOCOL_VERSION})")
+        raise UnsupportedVersion(version, seq)
     return type_code, seq, raw[HEADER_LEN:-CRC_LEN]
 
 
@@ -313,8 +388,9 @@ class Hello(_FrameBase):
 class Press(_FrameBase):
     """Receiver → gateway: a button transmission heard on the radio.
 
-    ``tag`` is the authentication tag reserved for the next protocol version (empty now).
-    ``flags`` keeps unknown bits so a frame round-trips unchanged; senders set them to 0.
+    ``tag`` is the button's authentication tag (:mod:`firmware_bridge.auth`), empty for a
+    button without a key. ``flags`` is set by the receiver, not the button, and keeps
+    unknown bits so a frame round-trips unchanged; senders set them to 0.
     """
 
     TYPE: ClassVar[FrameType] = FrameType.PRESS
@@ -333,14 +409,10 @@ class Press(_FrameBase):
         _check_fields(self, {"seq": _U16, "device_id": _U32, "counter": _U32, "flags": _U8})
         if self.gesture not in GESTURE_CODES:
             raise FrameError(f"Press.gesture: {self.gesture!r} is not one of {list(GESTURE_CODES)}")
-        if self.battery_pct is not None:
-            _check_int("Press", "battery_pct", self.battery_pct, 0, 100)
+        _check_battery("Press", self.battery_pct)
         if self.rssi_dbm is not None:
             _check_int("Press", "rssi_dbm", self.rssi_dbm, -128, RSSI_UNKNOWN - 1)
-        if not isinstance(self.tag, bytes):
-            raise FrameError(f"Press.tag: expected bytes, got {type(self.tag).__name__}")
-        if len(self.tag) > MAX_TAG_LEN:
-            raise FrameError(f"Press.tag: {len(self.tag)} bytes, maximum is {MAX_TAG_LEN}")
+        _check_tag("Press", self.tag)
 
     @property
     def repeat_hint(self) -> bool:
@@ -363,10 +435,7 @@ class Press(_FrameBase):
     @classmethod
     def _from_body(cls, seq: int, body: bytes) -> Self:
         size = cls._BODY.size
-        if not size <= len(body) <= size + MAX_TAG_LEN:
-            raise FrameError(
-                f"Press body is {len(body)} bytes, expected {size}..{size + MAX_TAG_LEN}"
-            )
+        _expect_body_range(cls, body, size)
         device_id, counter, gesture, battery, rssi, flags = cls._BODY.unpack_from(body)
         if gesture not in _GESTURE_BY_CODE:
             raise FrameError(f"Press.gesture: unknown code {gesture} (expected 0..3)")
@@ -457,8 +526,68 @@ class ReceiverStatus(_FrameBase):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceStatus(_FrameBase):
+    """Receiver → gateway: a button's periodic heartbeat, relayed by the receiver.
+
+    ``flags`` is the wire byte; ``tamper`` and ``battery_low`` are its bits 0 and 1. A bit
+    is set when either the flag or the named field says so, and after construction both
+    agree, so ``DeviceStatus(..., tamper=True)`` equals ``DeviceStatus(..., flags=0x01)``.
+    Reserved bits are kept so a frame round-trips unchanged (the button's tag covers them).
+    """
+
+    TYPE: ClassVar[FrameType] = FrameType.DEVICE_STATUS
+    _BODY: ClassVar[struct.Struct] = struct.Struct("<IIBB")
+
+    seq: int
+    device_id: int
+    counter: int
+    battery_pct: int | None = None
+    tamper: bool = False
+    battery_low: bool = False
+    flags: int = 0
+    tag: bytes = b""
+
+    def __post_init__(self) -> None:
+        _check_fields(self, {"seq": _U16, "device_id": _U32, "counter": _U32, "flags": _U8})
+        _check_battery("DeviceStatus", self.battery_pct)
+        _check_bool("DeviceStatus", "tamper", self.tamper)
+        _check_bool("DeviceStatus", "battery_low", self.battery_low)
+        _check_tag("DeviceStatus", self.tag)
+        flags = self.flags
+        if self.tamper:
+            flags |= STATUS_FLAG_TAMPER
+        if self.battery_low:
+            flags |= STATUS_FLAG_BATTERY_LOW
+        object.__setattr__(self, "flags", flags)
+        object.__setattr__(self, "tamper", bool(flags & STATUS_FLAG_TAMPER))
+        object.__setattr__(self, "battery_low", bool(flags & STATUS_FLAG_BATTERY_LOW))
+
+    def _pack_body(self) -> bytes:
+        battery = BATTERY_UNKNOWN if self.battery_pct is None else self.battery_pct
+        return self._BODY.pack(self.device_id, self.counter, battery, self.flags) + self.tag
+
+    @classmethod
+    def _from_body(cls, seq: int, body: bytes) -> Self:
+        size = cls._BODY.size
+        _expect_body_range(cls, body, size)
+        device_id, counter, battery, flags = cls._BODY.unpack_from(body)
+        return cls(
+            seq=seq,
+            device_id=device_id,
+            counter=counter,
+            battery_pct=None if battery == BATTERY_UNKNOWN else battery,
+            flags=flags,
+            tag=body[size:],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ack(_FrameBase):
-    """Gateway → receiver: the frame with ``acked_seq`` is stored; stop resending it."""
+    """The frame with ``acked_seq`` was taken; stop resending it.
+
+    Gateway → receiver for the receiver's frames (a PRESS: durably stored); receiver →
+    gateway for INDICATION and TIME. The header ``seq`` is the sender's own.
+    """
 
     TYPE: ClassVar[FrameType] = FrameType.ACK
     _BODY: ClassVar[struct.Struct] = struct.Struct("<H")
@@ -481,9 +610,10 @@ class Ack(_FrameBase):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Nak(_FrameBase):
-    """Gateway → receiver: the frame with ``acked_seq`` was not taken; resend it later.
+    """Gateway → receiver: the frame with ``acked_seq`` was not taken.
 
-    ``reason`` is a :class:`NakReason` value; unknown codes are kept as plain ints.
+    ``reason`` is a :class:`NakReason` value; unknown codes are kept as plain ints. Only
+    STORE_FAILED asks for a resend (:func:`nak_ends_resends`).
     """
 
     TYPE: ClassVar[FrameType] = FrameType.NAK
@@ -508,10 +638,111 @@ class Nak(_FrameBase):
         return cls(seq=seq, acked_seq=acked, reason=reason)
 
 
-Frame: TypeAlias = Hello | Press | DeviceFix | ReceiverStatus | Ack | Nak
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Indication(_FrameBase):
+    """Gateway → receiver: show ``state`` on the button ``device_id`` (LED, buzzer).
+
+    ``state`` is an :class:`IndicationState` when known; a code from a newer gateway stays
+    a plain int (a receiver ACKs it and keeps showing what it showed before).
+    """
+
+    TYPE: ClassVar[FrameType] = FrameType.INDICATION
+    _BODY: ClassVar[struct.Struct] = struct.Struct("<IB")
+
+    seq: int
+    device_id: int
+    state: int
+
+    def __post_init__(self) -> None:
+        _check_fields(self, {"seq": _U16, "device_id": _U32, "state": _U8})
+        if self.state in _INDICATION_CODES:
+            object.__setattr__(self, "state", IndicationState(self.state))
+
+    def _pack_body(self) -> bytes:
+        return self._BODY.pack(self.device_id, self.state)
+
+    @classmethod
+    def _from_body(cls, seq: int, body: bytes) -> Self:
+        _expect_body_len(cls, body, cls._BODY.size)
+        device_id, state = cls._BODY.unpack(body)
+        return cls(seq=seq, device_id=device_id, state=state)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping(_FrameBase):
+    """Gateway → receiver: "announce yourself". The receiver answers with a HELLO."""
+
+    TYPE: ClassVar[FrameType] = FrameType.PING
+
+    seq: int
+
+    def __post_init__(self) -> None:
+        _check_fields(self, {"seq": _U16})
+
+    def _pack_body(self) -> bytes:
+        return b""
+
+    @classmethod
+    def _from_body(cls, seq: int, body: bytes) -> Self:
+        _expect_body_len(cls, body, 0)
+        return cls(seq=seq)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeSync(_FrameBase):
+    """Gateway → receiver: the gateway's wall clock, and whether it is synchronised.
+
+    Reserved flag bits are sent as 0 and ignored when decoding.
+    """
+
+    TYPE: ClassVar[FrameType] = FrameType.TIME
+    _BODY: ClassVar[struct.Struct] = struct.Struct("<QB")
+
+    seq: int
+    unix_ms: int
+    trusted: bool
+
+    def __post_init__(self) -> None:
+        _check_fields(self, {"seq": _U16, "unix_ms": _U64})
+        _check_bool("TimeSync", "trusted", self.trusted)
+
+    def _pack_body(self) -> bytes:
+        return self._BODY.pack(self.unix_ms, TIME_FLAG_TRUSTED if self.trusted else 0)
+
+    @classmethod
+    def _from_body(cls, seq: int, body: bytes) -> Self:
+        _expect_body_len(cls, body, cls._BODY.size)
+        unix_ms, flags = cls._BODY.unpack(body)
+        return cls(seq=seq, unix_ms=unix_ms, trusted=bool(flags & TIME_FLAG_TRUSTED))
+
+
+Frame: TypeAlias = (
+    Hello
+    | Press
+    | DeviceFix
+    | ReceiverStatus
+    | DeviceStatus
+    | Ack
+    | Nak
+    | Indication
+    | Ping
+    | TimeSync
+)
 
 FRAME_CLASSES: Final[dict[int, type[Frame]]] = {
-    cls.TYPE: cls for cls in (Hello, Press, DeviceFix, ReceiverStatus, Ack, Nak)
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Press,
+        DeviceFix,
+        ReceiverStatus,
+        DeviceStatus,
+        Ack,
+        Nak,
+        Indication,
+        Ping,
+        TimeSync,
+    )
 }
 
 
@@ -664,25 +895,35 @@ __all__ = [
     "MAX_ENCODED_LEN",
     "MAX_RAW_LEN",
     "MAX_TAG_LEN",
+    "NAK_RESEND_REASONS",
     "PRESS_FLAG_REPEAT",
     "PROTOCOL_VERSION",
     "RSSI_UNKNOWN",
+    "STATUS_FLAG_BATTERY_LOW",
+    "STATUS_FLAG_TAMPER",
+    "TIME_FLAG_TRUSTED",
     "Ack",
     "CrcMismatch",
     "DecoderCounters",
     "DeviceFix",
+    "DeviceStatus",
     "Frame",
     "FrameDecoder",
     "FrameError",
     "FrameType",
     "Gesture",
     "Hello",
+    "Indication",
+    "IndicationState",
     "Nak",
     "NakReason",
     "OversizeFrame",
+    "Ping",
     "Press",
     "ReceiverStatus",
+    "TimeSync",
     "UnknownFrameType",
+    "UnsupportedVersion",
     "cobs_decode",
     "cobs_encode",
     "crc32",
@@ -690,4 +931,5 @@ __all__ = [
     "decode_raw",
     "encode",
     "frame_fields",
+    "nak_ends_resends",
 ]

@@ -1,9 +1,15 @@
 """asyncio link to the receiver MCU over pyserial-asyncio-fast.
 
 The link owns the port: it opens it, decodes frames with :class:`FrameDecoder`, and
-reopens it with capped full-jitter backoff when it cannot be opened or is lost. It does
-not decide when to acknowledge: the gateway calls :meth:`ReceiverLink.ack` only after a
-press is durably stored (DESIGN.md invariant 1), and the receiver resends until then.
+reopens it with capped full-jitter backoff when it cannot be opened or is lost. After
+every open it sends a PING, so the receiver announces itself with a HELLO (PROTOCOL.md
+§5.4). It does not decide when to acknowledge: the gateway calls
+:meth:`ReceiverLink.ack` only after a press is durably stored (DESIGN.md invariant 1),
+and the receiver resends until then.
+
+:meth:`ReceiverLink.frames` yields every decoded frame, including the receiver's ACKs of
+INDICATION and TIME frames: those answer the gateway and must not be acknowledged.
+:attr:`ReceiverLink.last_frame_mono` is the input of the gateway's receiver watchdog.
 
 Usage::
 
@@ -22,7 +28,7 @@ import logging
 import random
 import termios
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
@@ -37,8 +43,12 @@ from firmware_bridge.frames import (
     Frame,
     FrameDecoder,
     FrameError,
+    Indication,
+    IndicationState,
     Nak,
     NakReason,
+    Ping,
+    TimeSync,
 )
 
 logger = logging.getLogger(__name__)
@@ -201,6 +211,60 @@ class ReceiverLink:
             LinkDown: the port is not open.
         """
         await self._writable.wait()
+        self._write_frame(frame)
+
+    async def ack(self, seq: int) -> None:
+        """Acknowledge the receiver's frame ``seq``: call only once it is durably stored."""
+        await self.send(Ack(seq=self._next_tx_seq(), acked_seq=seq))
+
+    async def nak(self, seq: int, reason: NakReason | int) -> None:
+        """Refuse the receiver's frame ``seq``.
+
+        The receiver resends it later only for :attr:`NakReason.STORE_FAILED`; any other
+        reason ends its resends of that frame (PROTOCOL.md §5.2).
+        """
+        await self.send(Nak(seq=self._next_tx_seq(), acked_seq=seq, reason=int(reason)))
+
+    async def send_indication(self, device_id: int, state: IndicationState | int) -> int:
+        """Ask the receiver to show ``state`` on button ``device_id``.
+
+        Returns the frame's seq: the receiver's ACK (from :meth:`frames`) names it in
+        ``acked_seq``. Sending it again, if that matters, is the caller's choice.
+
+        Raises:
+            LinkDown: the port is not open.
+        """
+        return await self._send_new(
+            lambda seq: Indication(seq=seq, device_id=device_id, state=state)
+        )
+
+    async def send_time(self, unix_ms: int, trusted: bool) -> int:
+        """Tell the receiver the wall time and whether the gateway's clock is trusted.
+
+        Returns the frame's seq, which the receiver's ACK names.
+
+        Raises:
+            LinkDown: the port is not open.
+        """
+        return await self._send_new(lambda seq: TimeSync(seq=seq, unix_ms=unix_ms, trusted=trusted))
+
+    async def ping(self) -> int:
+        """Ask the receiver to announce itself; a live receiver answers with HELLO.
+
+        The link pings by itself after every open; the gateway's watchdog may ping too.
+        Returns the PING's seq (the HELLO does not name it).
+
+        Raises:
+            LinkDown: the port is not open.
+        """
+        return await self._send_new(lambda seq: Ping(seq=seq))
+
+    async def _send_new(self, build: Callable[[int], Frame]) -> int:
+        frame = build(self._next_tx_seq())
+        await self.send(frame)
+        return frame.seq
+
+    def _write_frame(self, frame: Frame) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             raise LinkDown(f"{self.name}: {self.port} is not open")
@@ -214,14 +278,6 @@ class ReceiverLink:
             logger.log(TRACE, "%s tx %r: %s", self.name, frame, wire.hex())
         transport.write(wire)
         self._link_counters.frames_sent += 1
-
-    async def ack(self, seq: int) -> None:
-        """Acknowledge the receiver's frame ``seq``: call only once it is durably stored."""
-        await self.send(Ack(seq=self._next_tx_seq(), acked_seq=seq))
-
-    async def nak(self, seq: int, reason: NakReason | int) -> None:
-        """Refuse the receiver's frame ``seq``; the receiver resends it later."""
-        await self.send(Nak(seq=self._next_tx_seq(), acked_seq=seq, reason=int(reason)))
 
     async def close(self) -> None:
         """Close the port and end :meth:`frames`. Idempotent."""
@@ -322,6 +378,9 @@ class ReceiverLink:
             self._outage_since = None
         else:
             logger.info("%s: %s open", self.name, self.port)
+        # The receiver may have booted long ago, or this may be a reopen after a replug:
+        # ask it who it is (and that it is alive). The leading delimiter goes with it.
+        self._write_frame(Ping(seq=self._next_tx_seq()))
 
     # ------------------------------------------------------------------ receiving
 

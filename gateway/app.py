@@ -6,21 +6,28 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 from gateway import sdnotify
 from gateway.aura.client import AuraClient
 from gateway.config import Config
 from gateway.engine import Engine
 from gateway.errors import GatewayError, JournalError
+from gateway.follower import Follower
 from gateway.inputs import input_class
 from gateway.journal import ACTIVE_STATES, FAILED, OPEN, AsyncJournal
 from gateway.router import Router
 from gateway.status import StatusModel
+from gateway.statusfile import write_status
 from gateway.uplink import Uplink
 
 logger = logging.getLogger(__name__)
 
 STATUS_PERIOD_S = 5.0
+# READY waits this long for the receiver's port; an absent receiver must not stop the
+# gateway from starting (presses may still come from elsewhere, and status says so).
+INPUT_OPEN_WAIT_S = 2.0
 
 
 async def run_daemon(config: Config) -> int:
@@ -52,10 +59,29 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
     status.pending_alarms = await journal.call(lambda j: j.pending_alarms())
 
     client = AuraClient(config.gateway.aura, config.credentials.aura)
-    uplink = Uplink(client, journal, engine, status, config.gateway.aura)
-    router = Router(engine, journal, status, uplink)
+    inputs: list[Any] = []
+
+    async def indicate(device_id: str, state: str) -> None:
+        for item in inputs:
+            await item.indicate(device_id, state)
+
+    uplink = Uplink(client, journal, engine, status, config.gateway.aura, indicate=indicate)
+    follower = Follower(
+        client,
+        journal,
+        engine,
+        status,
+        config.gateway.aura,
+        tell=indicate,
+        on_closed=lambda incident, seen: router.reraise_after(incident, seen),
+        creating=uplink.creating,
+    )
+    uplink.raised = follower.wake  # poll a new callout at once
+    router = Router(engine, journal, status, uplink, recheck=follower.wake.set)
     try:
-        inputs = [input_class(cfg.type)(cfg, router, status) for cfg in config.gateway.inputs]
+        inputs += [
+            input_class(cfg.type)(cfg, router, status, config) for cfg in config.gateway.inputs
+        ]
     except GatewayError as exc:
         logger.critical("event=startup_failed error=%s", exc)
         await client.aclose()
@@ -69,8 +95,14 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(i.run(), name=f"input:{i.name}") for i in inputs]
             tasks.append(tg.create_task(uplink.run_alarms(), name="uplink-alarms"))
-            tasks.append(tg.create_task(uplink.run_followers(), name="uplink-followers"))
-            tasks.append(tg.create_task(_report(status, inputs), name="status-report"))
+            tasks.append(tg.create_task(follower.run(), name="follower"))
+            tasks.append(
+                tg.create_task(
+                    _report(status, inputs, config.status_path, _report_period(config)),
+                    name="status-report",
+                )
+            )
+            await _inputs_opened(inputs, INPUT_OPEN_WAIT_S)
             sdnotify.notify("READY=1\nSTATUS=" + status.summary())
             logger.info(
                 "event=ready gateway=%s devices=%d open_incidents=%d queued=%d journal=%s",
@@ -92,24 +124,32 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
     return 0
 
 
-async def _report(status: StatusModel, inputs: list) -> None:
-    """Refresh input health and tell systemd the state in plain words when it changes."""
+async def _inputs_opened(inputs: list[Any], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and not all(i.link.connected for i in inputs):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)  # start-up only; the link has no "opened" event to wait on
+
+
+def _report_period(config: Config) -> float:
+    """Often enough to notice a silent receiver within a quarter of its watchdog time."""
+    watchdogs = [cfg.watchdog_s for cfg in config.gateway.inputs]
+    return min([STATUS_PERIOD_S, *(w / 4 for w in watchdogs)])
+
+
+async def _report(status: StatusModel, inputs: list[Any], path: Path, period: float) -> None:
+    """Refresh input health, keep the status file current, tell systemd in plain words."""
     last = ""
-    interval = sdnotify.watchdog_interval_s() or STATUS_PERIOD_S
+    interval = min(period, sdnotify.watchdog_interval_s() or period)
     while True:
         for item in inputs:
-            link = getattr(item, "link", None)
-            health = status.inputs.get(item.name)
-            if link is not None and health is not None and health.connected != link.connected:
-                health.connected = link.connected
-                logger.warning(
-                    "event=input_%s input=%s",
-                    "connected" if link.connected else "lost",
-                    item.name,
-                )
+            item.refresh_health()
         summary = status.summary()
         if summary != last:
             sdnotify.notify("STATUS=" + summary)
             last = summary
+        try:
+            write_status(path, status)
+        except OSError as exc:
+            logger.error("event=status_write_failed path=%s error=%s", path, exc)
         sdnotify.notify("WATCHDOG=1")
-        await asyncio.sleep(min(interval, STATUS_PERIOD_S))
+        await asyncio.sleep(interval)

@@ -56,6 +56,57 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.config import ConfigError, load_config
+    from gateway.statusfile import read_status
+
+    try:
+        path = load_config(args.config).status_path
+    except ConfigError as exc:
+        print(f"cannot read the configuration:\n{exc}", file=sys.stderr)
+        return 1
+    try:
+        data = read_status(path)
+    except FileNotFoundError:
+        print(f"no status at {path}: is the daemon running?", file=sys.stderr)
+        return 3
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(format_status(data))
+    return 0 if data["running"] else 3
+
+
+def format_status(data: dict) -> str:  # type: ignore[type-arg]
+    """The human view of the status file, for a technician at the box."""
+    lines = [
+        ("running: " if data["running"] else "NOT RUNNING (last status): ") + data["summary"],
+        f"uplink: {data['uplink']['state']}"
+        + (f" ({data['uplink']['error']})" if data["uplink"].get("error") else ""),
+        f"alarms waiting: {data['pending_alarms']}",
+    ]
+    for incident, stage in sorted(data.get("open_callouts", {}).items()):
+        lines.append(f"open callout: {incident} stage {stage}")
+    for incident, reason in sorted(data.get("undeliverable", {}).items()):
+        lines.append(f"UNDELIVERABLE: {incident}: {reason}")
+    for name, h in sorted(data.get("inputs", {}).items()):
+        c = h.get("counters", {})
+        lines.append(
+            f"input {name}: {h['state']}, last frame {h['last_frame_age_s']} s ago, "
+            f"frames ok {c.get('frames_ok', 0)}, bad {h['bad_frames']}, "
+            f"reopens {c.get('reopens', 0)}"
+        )
+    counters = data.get("counters", {})
+    if counters:
+        lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
+    return "\n".join(lines)
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from gateway.sandbox import run_sandbox
 
@@ -90,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the config files and summarise them")
     check.add_argument("path", nargs="?", default=DEFAULT_CONFIG, help="gateway.toml")
     check.set_defaults(func=cmd_check_config)
+
+    status = sub.add_parser("status", help="what the running daemon knows, in plain words")
+    status.add_argument("--config", default=DEFAULT_CONFIG, help="gateway.toml")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    status.set_defaults(func=cmd_status)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in of AURA (loopback only)")
     sandbox.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"])

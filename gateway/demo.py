@@ -9,7 +9,6 @@ responder stage → closed by the sandbox → summary. Exits 0 only if all of it
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
 import signal
@@ -30,6 +29,21 @@ from gateway.sandbox import AuraSandbox, SandboxSeed
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
 PENDANT = 0x00A1B2C3  # config/devices.sim.toml: pendant with GPS, customer 1001, live location
+# Keys of the simulated buttons in config/devices.sim.toml. Simulation only: a real button's
+# key is provisioned into it and into /etc/aura-gateway/credentials.toml, never committed.
+SIM_DEVICE_KEYS: dict[str, str] = {
+    "00a1b2c3": "51a7e0c3b9d24f6e8a1b2c3d4e5f6071",
+    "00a1b2c4": "51a7e0c3b9d24f6e8a1b2c3d4e5f6072",
+    "00c0ffee": "51a7e0c3b9d24f6e8a1b2c3d4e5f6073",
+    "00bad001": "51a7e0c3b9d24f6e8a1b2c3d4e5f6074",
+}
+
+
+def sim_keys() -> dict[int, bytes]:
+    """The same keys as the simulated receiver wants them: device id -> key bytes."""
+    return {int(dev, 16): bytes.fromhex(key) for dev, key in SIM_DEVICE_KEYS.items()}
+
+
 START = (-33.92490, 18.42410)  # Cape Town, where the simulated pendant walks
 
 
@@ -46,8 +60,10 @@ class DaemonProcess:
 
     def __init__(self, config_path: Path, echo: Callable[[str], None]) -> None:
         self._echo = echo
-        self.lines: queue.Queue[str] = queue.Queue()
         self.history: list[str] = []  # every line, for a test's failure report
+        self._events: list[dict[str, str]] = []
+        self._next: dict[str, int] = {}  # event name -> index of its next unconsumed match
+        self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(config_path)],
             stdout=subprocess.DEVNULL,
@@ -60,31 +76,38 @@ class DaemonProcess:
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.history.append(line.rstrip("\n"))
-            self.lines.put(line.rstrip("\n"))
+        for raw in self.proc.stderr:
+            line = raw.rstrip("\n")
+            with self._changed:
+                self.history.append(line)
+                if "event=" in line:
+                    self._events.append(_event_fields(line))
+                elif line.startswith(("ERROR", "CRITICAL", "Traceback")):
+                    self._echo(f"  daemon: {line}")
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
 
     def wait_event(self, name: str, timeout: float) -> dict[str, str]:
+        """The next ``name`` event not returned before, in log order; other events are
+        kept for their own waits, so the order in which a test waits does not matter."""
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DemoFailed(f"the daemon did not report '{name}' within {timeout:.0f} s")
-            try:
-                line = self.lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if self.proc.poll() is not None:
+        with self._changed:
+            while True:
+                start = self._next.get(name, 0)
+                for index in range(start, len(self._events)):
+                    if self._events[index].get("event") == name:
+                        self._next[name] = index + 1
+                        return self._events[index]
+                self._next[name] = len(self._events)
+                if self.proc.poll() is not None and not self._reader.is_alive():
                     raise DemoFailed(
                         f"the daemon exited with code {self.proc.returncode} before '{name}'"
-                    ) from None
-                continue
-            if "event=" not in line:
-                if line.startswith(("ERROR", "CRITICAL", "Traceback")):
-                    self._echo(f"  daemon: {line}")
-                continue
-            fields = _event_fields(line)
-            if fields.get("event") == name:
-                return fields
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DemoFailed(f"the daemon did not report '{name}' within {timeout:.0f} s")
+                self._changed.wait(min(remaining, 0.5))
 
     def kill(self) -> None:
         """SIGKILL: the power-cut case. Nothing gets to run in the daemon."""
@@ -119,6 +142,8 @@ def write_sim_config(
     source: Path = REPO_CONFIG,
     aura: dict[str, Any] | None = None,
     devices_file: Path | None = None,
+    device_keys: dict[str, str] | None = None,
+    serial: dict[str, Any] | None = None,
 ) -> Path:
     """The simulation config from ``config/``, pointed at this run's sandbox and pty."""
     gateway_file = source / "gateway.sim.toml"
@@ -131,15 +156,22 @@ def write_sim_config(
     )
     section["credentials_file"] = str(workdir / "credentials.toml")
     section["journal_path"] = str(workdir / "journal.sqlite")
+    section["status_path"] = str(workdir / "status.json")
     data["aura"]["base_url"] = base_url
     data["aura"].update(aura or {})
     for entry in data["inputs"]:
         if entry.get("type") == "serial":
             entry["port"] = port_path
+            entry.update(serial or {})
     seed = SandboxSeed()
     credentials = workdir / "credentials.toml"
     credentials.write_text(
-        tomli_w.dumps({"aura": {"client_id": seed.client_id, "client_secret": seed.client_secret}})
+        tomli_w.dumps(
+            {
+                "aura": {"client_id": seed.client_id, "client_secret": seed.client_secret},
+                "device_keys": SIM_DEVICE_KEYS if device_keys is None else device_keys,
+            }
+        )
     )
     credentials.chmod(0o600)
     config_path = workdir / "gateway.toml"
@@ -152,7 +184,10 @@ def run_demo(timeout_s: float = 50.0, echo: Callable[[str], None] = print) -> in
     workdir = Path(tempfile.mkdtemp(prefix="aura-gateway-demo-"))
     daemon: DaemonProcess | None = None
     try:
-        with AuraSandbox() as sandbox, SimulatedReceiver(link_path=workdir / "receiver") as sim:
+        with (
+            AuraSandbox() as sandbox,
+            SimulatedReceiver(link_path=workdir / "receiver", keys=sim_keys()) as sim,
+        ):
             echo(f"AURA sandbox      {sandbox.base_url} (local stand-in, loopback only)")
             echo(f"receiver (sim)    {sim.port_path}")
             config_path = write_sim_config(
@@ -175,6 +210,10 @@ def run_demo(timeout_s: float = 50.0, echo: Callable[[str], None] = print) -> in
         if daemon is not None:
             daemon.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _callout(sandbox: AuraSandbox, callout_id: int) -> dict[str, Any]:
+    return next(c for c in sandbox.callouts() if c["id"] == callout_id)
 
 
 def _story(
@@ -205,26 +244,29 @@ def _story(
     )
 
     raised = daemon.wait_event("callout_raised", left())
+    callout_id = int(raised["callout"])
     creates = [r for r in sandbox.requests() if r.path.endswith("/callouts") and r.method == "POST"]
     if len(creates) != 1:
         raise DemoFailed(f"expected one create-callout request at AURA, saw {len(creates)}")
     request_ms = (creates[0].arrived_ns - sim.sent_ns(seq)) / 1e6
     body = creates[0].body if isinstance(creates[0].body, dict) else {}
     echo(
-        f"4. callout {raised['callout']} raised at AURA for customer 1001 "
+        f"4. callout {callout_id} raised at AURA for customer 1001 "
         f"({request_ms:.1f} ms from press to request), location {body.get('location')}"
     )
-    echo(f"   tracking url: {raised['url']}")
+    # The tracking link shows the person's live position: the daemon never logs it.
+    echo(f"   tracking url (from AURA's answer): {_callout(sandbox, callout_id)['url']}")
 
     for step in (1, 2):
         lat, lon = lat + 0.0004, lon + 0.0003
         sim.send_fix(PENDANT, lat, lon, accuracy_m=6)
-        want = f"{lat:.6f}"
-        while (sent := daemon.wait_event("location_sent", left()))["lat"] != want:
-            pass  # a poll that still carried the previous fix
-        echo(f"5.{step} location update sent: {sent['lat']}, {sent['lon']} (the pendant moves)")
+        while True:
+            daemon.wait_event("location_sent", left())
+            last = _callout(sandbox, callout_id).get("lastLocationUpdate") or {}
+            if abs(float(last.get("latitude", 0.0)) - lat) < 1e-6:
+                break  # a poll that still carried the previous fix comes first sometimes
+        echo(f"5.{step} location update at AURA: {lat:.5f}, {lon:.5f} (the pendant moves)")
 
-    callout_id = int(raised["callout"])
     sandbox.set_status(callout_id, "Responder Dispatched")
     stage = daemon.wait_event("callout_stage", left())
     echo(f"6. AURA stage: {stage['stage']}")

@@ -6,6 +6,7 @@
     ├── BridgeUnavailable      input cannot be opened: retried with backoff, shown in status
     └── CloudError             a request to AURA did not succeed
         ├── CloudRetryable     connection refused, timeout, DNS, 5xx, 429: back off, retry
+        │   └── CloudMalformed an answer we cannot read (not JSON, no callout id)
         ├── CloudUnauthorized  401 after a fresh token: credentials fault, retried slowly
         └── CloudRejected      400, 403, 404: no blind retry; the incident fails loudly
 
@@ -51,6 +52,10 @@ class CloudRetryable(CloudError):
         # False only when the request certainly never reached AURA (refused connection,
         # no connection in time, 429): then a retry needs no reconciliation first.
         self.maybe_delivered = maybe_delivered
+
+
+class CloudMalformed(CloudRetryable):
+    """AURA (or something in the way) answered in a shape we cannot read."""
 
 
 class CloudUnauthorized(CloudError):

@@ -15,25 +15,26 @@ returns (DESIGN.md invariant 1). It holds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import JournalError
-from gateway.signals import Fix, Press
+from gateway.signals import Fix, Press, Stamp
 
 T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS presses (
     id          INTEGER PRIMARY KEY,
-    dedup_key   TEXT NOT NULL UNIQUE,
+    dedup_key   TEXT NOT NULL,
     source      TEXT NOT NULL,
     device_id   TEXT NOT NULL,
     gesture     TEXT NOT NULL,
@@ -45,7 +46,15 @@ CREATE TABLE IF NOT EXISTS presses (
     wall        REAL NOT NULL,
     decision    TEXT NOT NULL,
     reason      TEXT NOT NULL,
-    incident_id TEXT
+    incident_id TEXT,
+    frame_key   TEXT
+);
+CREATE INDEX IF NOT EXISTS presses_dedup ON presses(dedup_key);
+CREATE TABLE IF NOT EXISTS device_counters (
+    device_id   TEXT PRIMARY KEY,
+    counter     INTEGER NOT NULL,
+    wall        REAL NOT NULL,
+    frame_key   TEXT
 );
 CREATE TABLE IF NOT EXISTS incidents (
     id              TEXT PRIMARY KEY,
@@ -90,6 +99,7 @@ CREATE TABLE IF NOT EXISTS fixes (
 # Incident stages kept by the journal. ``sending`` is written before each create
 # request, so after a crash we know a request may have reached AURA.
 PENDING, SENDING, OPEN, CLOSED, FAILED = "pending", "sending", "open", "closed", "failed"
+DELIVERED = "delivered"  # AURA took the raise but named no callout to follow
 ACTIVE_STATES = (PENDING, SENDING, OPEN)
 
 
@@ -121,9 +131,21 @@ class OutboxItem:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    repeat: bool
+    """What became of a press in the journal.
+
+    ``verdict`` is ``stored`` (new press), ``repeat`` (the same transmission heard again
+    within the repeat window: a radio repeat or a resend), ``resend`` (the receiver resent
+    a frame already stored, later than the window) or ``replay`` (an old transmission or
+    counter played again). Only ``stored`` is a new press; every verdict may be acked.
+    """
+
+    verdict: str
     incident_id: str | None
     claimed: Attempt | None = None  # the raise, already claimed for an idle uplink
+
+    @property
+    def repeat(self) -> bool:
+        return self.verdict != "stored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +174,155 @@ class NewIncident:
 
 def _replace_id(n: NewIncident, new_id: str) -> NewIncident:
     return NewIncident(n.key, n.device_id, n.route, n.request, n.location_reason, new_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """What the journal knew of a press before it: a verdict if it must not count again,
+    and the device's highest accepted counter with the frame that carried it."""
+
+    verdict: Stored | None
+    last_counter: int | None = None
+    last_frame: str | None = None
+
+
+def heard_before(frame_key: str | None, other: str | None) -> bool:
+    """True when the receiver heard ``frame_key`` before ``other`` in the same session.
+
+    A receiver numbers frames in the order it hears them and resends what was not
+    acknowledged, so an older counter can arrive after a newer one (the first copy was
+    lost on the wire). Its lower sequence number in the same receiver session proves it
+    was heard first: a delayed frame, not a recording played back later (which the
+    receiver would number after the newer one).
+    """
+    if not frame_key or not other:
+        return False
+    session, _, seq = frame_key.rpartition(":")
+    other_session, _, other_seq = other.rpartition(":")
+    if session != other_session or not seq.isdigit() or not other_seq.isdigit():
+        return False
+    behind = (int(other_seq) - int(seq)) % 65536  # sequence numbers wrap at 16 bits
+    return 0 < behind < 32768
+
+
+def counter_is_replay(
+    counter: int, frame_key: str | None, last_counter: int | None, last_frame: str | None
+) -> bool:
+    """A button's counter only goes up: an older one is a replay, unless heard first."""
+    if last_counter is None or counter > last_counter:
+        return False
+    return not (counter < last_counter and heard_before(frame_key, last_frame))
+
+
+@dataclass(frozen=True, slots=True)
+class PressWrite:
+    press: Press
+    decision: str
+    reason: str
+    incident_id: str | None = None
+    new_incident: NewIncident | None = None
+    check_counter: bool = False
+
+
+def _classify(db: sqlite3.Connection, press: Press, window_ns: int, check_counter: bool) -> Prior:
+    known = db.execute(
+        "SELECT incident_id, mono_ns, boot_id, frame_key FROM presses WHERE dedup_key = ?"
+        " ORDER BY id DESC LIMIT 1",
+        (press.dedup_key,),
+    ).fetchone()
+    if known is not None:
+        incident_id, mono_ns, boot_id, frame_key = known
+        if boot_id == press.stamp.boot_id and press.stamp.mono_ns - mono_ns <= window_ns:
+            return Prior(Stored("repeat", incident_id))
+        if frame_key is not None and frame_key == press.frame_key:
+            return Prior(Stored("resend", incident_id))
+        if check_counter:
+            return Prior(Stored("replay", None))
+        # A button without a counter we can trust (fixed code) sends the same code every
+        # time: outside the repeat window it is a new press, never silently dropped.
+    if not (check_counter and press.counter is not None):
+        return Prior(None)
+    row = db.execute(
+        "SELECT counter, frame_key FROM device_counters WHERE device_id = ?", (press.device_id,)
+    ).fetchone()
+    last, last_frame = (row[0], row[1]) if row is not None else (None, None)
+    if counter_is_replay(press.counter, press.frame_key, last, last_frame):
+        return Prior(Stored("replay", None), last, last_frame)
+    return Prior(None, last, last_frame)
+
+
+def _insert_incident(
+    db: sqlite3.Connection, new: NewIncident, press: Press, claim: bool
+) -> Attempt | None:
+    """The incident and its raise in the alarm outbox; claimed for the uplink if asked."""
+    db.execute(
+        "INSERT INTO incidents (id, key, device_id, route, state, attempts, request,"
+        " location_reason, press_mono_ns, press_boot_id, press_wall)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.id,
+            new.key,
+            new.device_id,
+            new.route,
+            SENDING if claim else PENDING,
+            1 if claim else 0,
+            json.dumps(new.request),
+            new.location_reason,
+            press.stamp.mono_ns,
+            press.stamp.boot_id,
+            press.stamp.wall,
+        ),
+    )
+    cursor = db.execute(
+        "INSERT INTO outbox (incident_id, kind, created_wall) VALUES (?, 'raise', ?)",
+        (new.id, time.time()),
+    )
+    if not claim:
+        return None
+    assert cursor.lastrowid is not None
+    return Attempt(
+        OutboxItem(cursor.lastrowid, new.id, "raise"), _incident_as_new(new, press), pending=1
+    )
+
+
+def _insert(db: sqlite3.Connection, write: PressWrite, claim: bool) -> Stored:
+    press, new_incident = write.press, write.new_incident
+    inc_id = write.incident_id
+    claimed: Attempt | None = None
+    if new_incident is not None:
+        inc_id = new_incident.id
+        claimed = _insert_incident(db, new_incident, press, claim)
+    db.execute(
+        "INSERT INTO presses (dedup_key, source, device_id, gesture, counter,"
+        " battery_pct, rssi_dbm, mono_ns, boot_id, wall, decision, reason, incident_id,"
+        " frame_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            press.dedup_key,
+            press.source,
+            press.device_id,
+            press.gesture,
+            press.counter,
+            press.battery_pct,
+            press.rssi_dbm,
+            press.stamp.mono_ns,
+            press.stamp.boot_id,
+            press.stamp.wall,
+            write.decision,
+            write.reason,
+            inc_id,
+            press.frame_key,
+        ),
+    )
+    if write.check_counter and press.counter is not None:
+        # Only ever upwards: a delayed older frame does not lower the bar.
+        db.execute(
+            "INSERT INTO device_counters (device_id, counter, wall, frame_key)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+            " counter = excluded.counter, wall = excluded.wall, frame_key = excluded.frame_key"
+            " WHERE excluded.counter > device_counters.counter",
+            (press.device_id, press.counter, press.stamp.wall, press.frame_key),
+        )
+    return Stored("stored", inc_id, claimed)
 
 
 def _incident_as_new(new: NewIncident, press: Press) -> Incident:
@@ -187,8 +358,30 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Bring a journal written by an older version up to date, keeping its contents."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(presses)")}
+        if "frame_key" not in columns:
+            self._db.execute("ALTER TABLE presses ADD COLUMN frame_key TEXT")
+        counter_columns = {r[1] for r in self._db.execute("PRAGMA table_info(device_counters)")}
+        if "frame_key" not in counter_columns:
+            self._db.execute("ALTER TABLE device_counters ADD COLUMN frame_key TEXT")
+        (table_sql,) = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'presses'"
+        ).fetchone()
+        if "UNIQUE" in table_sql:
+            # The first version kept every transmission unique forever; fixed-code buttons
+            # need repeats outside the window to count, so the constraint goes.
+            self._db.executescript(
+                "BEGIN; DROP INDEX IF EXISTS presses_dedup;"
+                " ALTER TABLE presses RENAME TO presses_v1;"
+                + SCHEMA.split("CREATE TABLE IF NOT EXISTS incidents")[0]
+                + "INSERT INTO presses SELECT * FROM presses_v1; DROP TABLE presses_v1; COMMIT;"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -196,15 +389,22 @@ class Journal:
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            result = fn(self._db)
             self._db.execute("COMMIT")
             return result
         except sqlite3.Error as exc:
+            self._rollback()
             raise JournalError(f"journal write failed: {exc}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        # A failed COMMIT (busy, I/O error, disk full) may leave the transaction open;
+        # without this every later BEGIN would fail and no press could be stored again.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     # ------------------------------------------------------------------ presses
 
@@ -217,80 +417,45 @@ class Journal:
         incident_id: str | None = None,
         new_incident: NewIncident | None = None,
         claim: bool = False,
+        repeat_window_ns: int = 5_000_000_000,
+        check_counter: bool = False,
     ) -> Stored:
-        """Store a press (and the incident it opens, with its raise) in one transaction.
+        """Store one press (and the incident it opens, with its raise) in one transaction.
 
-        A transmission already stored (a radio repeat, or a resend after a crash) writes
-        nothing and comes back as ``Stored(repeat=True)``. Raises ``JournalError`` when the
-        disk refused the write: the caller must not acknowledge the press then.
+        A transmission already stored writes nothing and comes back with its verdict (see
+        ``Stored``). Raises ``JournalError`` when the disk refused the write: the caller
+        must not acknowledge the press then. ``claim`` as in ``commit_presses``.
+        """
+        write = PressWrite(press, decision, reason, incident_id, new_incident, check_counter)
 
-        With ``claim`` (the uplink is idle, so this raise is the head of the queue) the
-        raise is marked in flight in the same transaction and returned as the attempt:
-        the press path then costs one fsync instead of two.
+        def run(db: sqlite3.Connection) -> Stored:
+            prior = _classify(db, press, repeat_window_ns, check_counter)
+            return prior.verdict if prior.verdict is not None else _insert(db, write, claim)
+
+        return self._tx(run)
+
+    def classify(self, presses: list[Press], window_ns: int) -> list[Prior]:
+        """What the journal already knows of each press (read only)."""
+        return [_classify(self._db, p, window_ns, p.authenticated) for p in presses]
+
+    def commit_presses(self, writes: list[PressWrite], *, claim: bool = False) -> list[Stored]:
+        """Store presses the caller has classified and decided, all in one transaction.
+
+        One fsync for the whole batch (group commit). With ``claim`` (the uplink is idle,
+        so the first raise in the batch is the head of the queue) that raise is marked in
+        flight in the same transaction and returned as the attempt.
         """
 
-        def write(db: sqlite3.Connection) -> Stored:
-            known = db.execute(
-                "SELECT incident_id FROM presses WHERE dedup_key = ?", (press.dedup_key,)
-            ).fetchone()
-            if known is not None:
-                return Stored(repeat=True, incident_id=known[0])
-            inc_id = incident_id
-            claimed: Attempt | None = None
-            if new_incident is not None:
-                inc_id = new_incident.id
-                db.execute(
-                    "INSERT INTO incidents (id, key, device_id, route, state, attempts, request,"
-                    " location_reason, press_mono_ns, press_boot_id, press_wall)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        inc_id,
-                        new_incident.key,
-                        new_incident.device_id,
-                        new_incident.route,
-                        SENDING if claim else PENDING,
-                        1 if claim else 0,
-                        json.dumps(new_incident.request),
-                        new_incident.location_reason,
-                        press.stamp.mono_ns,
-                        press.stamp.boot_id,
-                        press.stamp.wall,
-                    ),
-                )
-                cursor = db.execute(
-                    "INSERT INTO outbox (incident_id, kind, created_wall) VALUES (?, 'raise', ?)",
-                    (inc_id, time.time()),
-                )
-                if claim:
-                    assert cursor.lastrowid is not None
-                    claimed = Attempt(
-                        OutboxItem(cursor.lastrowid, inc_id, "raise"),
-                        _incident_as_new(new_incident, press),
-                        pending=1,
-                    )
-            db.execute(
-                "INSERT INTO presses (dedup_key, source, device_id, gesture, counter,"
-                " battery_pct, rssi_dbm, mono_ns, boot_id, wall, decision, reason, incident_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    press.dedup_key,
-                    press.source,
-                    press.device_id,
-                    press.gesture,
-                    press.counter,
-                    press.battery_pct,
-                    press.rssi_dbm,
-                    press.stamp.mono_ns,
-                    press.stamp.boot_id,
-                    press.stamp.wall,
-                    decision,
-                    reason,
-                    inc_id,
-                ),
-            )
-            return Stored(repeat=False, incident_id=inc_id, claimed=claimed)
+        def run(db: sqlite3.Connection) -> list[Stored]:
+            out = []
+            claiming = claim
+            for write in writes:
+                stored = _insert(db, write, claiming)
+                claiming = claiming and stored.claimed is None  # only the first raise
+                out.append(stored)
+            return out
 
-        return self._tx(write)
+        return self._tx(run)
 
     def press_count(self, incident_id: str | None = None) -> int:
         if incident_id is None:
@@ -303,6 +468,19 @@ class Journal:
     # ------------------------------------------------------------------ fixes
 
     def store_fix(self, fix: Fix) -> None:
+        """Newest fix per device, written without an fsync of its own.
+
+        Fixes are the location class: a newer one replaces it within seconds and one taken
+        before a reboot is stale anyway, so they never wait for the disk (or delay a press
+        behind them); the next press's commit makes them durable as a side effect.
+        """
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._store_fix(fix)
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def _store_fix(self, fix: Fix) -> None:
         self._tx(
             lambda db: db.execute(
                 "INSERT INTO fixes (device_id, latitude, longitude, accuracy_m, taken_mono_ns,"
@@ -329,8 +507,6 @@ class Journal:
             "SELECT device_id, latitude, longitude, accuracy_m, taken_mono_ns, boot_id, wall"
             " FROM fixes"
         ).fetchall()
-        from gateway.signals import Stamp
-
         return [
             Fix(
                 "journal", r[0], r[1], r[2], r[3], 0.0, Stamp(mono_ns=r[4], wall=r[6], boot_id=r[5])
@@ -384,7 +560,7 @@ class Journal:
             )
         return [self._incident(r) for r in rows.fetchall()]
 
-    def claim_next_alarm(self) -> Attempt | None:
+    def claim_next_alarm(self, skip: Collection[str] = ()) -> Attempt | None:
         """The oldest pending alarm, marked as being sent, in one transaction.
 
         Marked before the request leaves, so after a crash we know it may have reached
@@ -393,9 +569,13 @@ class Journal:
         """
 
         def claim(db: sqlite3.Connection) -> Attempt | None:
+            # ``skip``: incidents backing off after a failure of their own, so one alarm
+            # that AURA keeps failing does not hold up every alarm behind it.
+            marks = ",".join("?" * len(skip))
             row = db.execute(
                 "SELECT seq, incident_id, kind FROM outbox WHERE state = 'pending'"
-                " ORDER BY seq LIMIT 1"
+                f" AND incident_id NOT IN ({marks}) ORDER BY seq LIMIT 1",
+                tuple(skip),
             ).fetchone()
             if row is None:
                 return None
@@ -449,6 +629,68 @@ class Journal:
             )
             db.execute(
                 "UPDATE outbox SET state = 'rejected', done_wall = ? WHERE seq = ?", (now, seq)
+            )
+
+        self._tx(write)
+
+    def mark_delivered_untracked(self, seq: int, incident_id: str, note: str) -> None:
+        """AURA accepted the raise (2xx) but named no callout: delivered, not followable."""
+
+        def write(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute(
+                "UPDATE incidents SET state = ?, last_error = ?, raised_wall = ?,"
+                " closed_wall = ? WHERE id = ?",
+                (DELIVERED, note, now, now, incident_id),
+            )
+            db.execute("UPDATE outbox SET state = 'done', done_wall = ? WHERE seq = ?", (now, seq))
+
+        self._tx(write)
+
+    def presses_after(self, incident_id: str, mono_ns: int, boot_id: str) -> list[int]:
+        """Ids of presses attached to an incident after a moment (same boot), oldest first."""
+        rows = self._db.execute(
+            "SELECT id FROM presses WHERE incident_id = ? AND decision = 'attach'"
+            " AND (boot_id != ? OR mono_ns > ?) ORDER BY id",
+            (incident_id, boot_id, mono_ns),
+        )
+        return [r[0] for r in rows.fetchall()]
+
+    def press(self, press_id: int) -> Press:
+        row = self._db.execute(
+            "SELECT source, device_id, gesture, dedup_key, counter, battery_pct, rssi_dbm,"
+            " mono_ns, wall, boot_id, frame_key FROM presses WHERE id = ?",
+            (press_id,),
+        ).fetchone()
+        return Press(
+            source=row[0],
+            device_id=row[1],
+            gesture=row[2],
+            dedup_key=row[3],
+            counter=row[4],
+            battery_pct=row[5],
+            rssi_dbm=row[6],
+            stamp=Stamp(mono_ns=row[7], wall=row[8], boot_id=row[9]),
+            frame_key=row[10],
+        )
+
+    def promote_press(self, press_id: int, new_incident: NewIncident, reason: str) -> None:
+        """A press attached to an incident that turned out closed becomes its own raise."""
+
+        def write(db: sqlite3.Connection) -> None:
+            press = self.press(press_id)
+            (old_incident,) = db.execute(
+                "SELECT incident_id FROM presses WHERE id = ?", (press_id,)
+            ).fetchone()
+            _insert_incident(db, new_incident, press, claim=False)
+            db.execute(
+                "UPDATE presses SET decision = 'raise', reason = ?, incident_id = ? WHERE id = ?",
+                (reason, new_incident.id, press_id),
+            )
+            # Later presses that were attached with it belong to the new incident too.
+            db.execute(
+                "UPDATE presses SET incident_id = ? WHERE incident_id = ? AND id > ?",
+                (new_incident.id, old_incident, press_id),
             )
 
         self._tx(write)

@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.engine import Attach, Engine, Ignore, Raise
+from gateway.engine import Attach, Decision, Engine, Ignore, Raise
 from gateway.errors import JournalError
-from gateway.journal import AsyncJournal, Attempt
-from gateway.signals import Fix, Press
+from gateway.journal import (
+    AsyncJournal,
+    Attempt,
+    Incident,
+    PressWrite,
+    Stored,
+    counter_is_replay,
+)
+from gateway.signals import BOOT_ID, Fix, Press
 from gateway.status import StatusModel
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PressOutcome:
+    """What became of a press: the journal's verdict and, if new, the engine's decision."""
+
+    verdict: str  # stored | repeat | resend | replay
+    decision: str | None  # raise | attach | ignore, for a stored press
+    incident_id: str | None
 
 
 class UplinkPort(Protocol):
@@ -27,6 +45,17 @@ class UplinkPort(Protocol):
     def offer(self, claimed: Attempt | None) -> None: ...
 
 
+def _write(press: Press, decision: Decision) -> PressWrite:
+    return PressWrite(
+        press,
+        decision.kind,
+        decision.reason,
+        decision.incident_id if isinstance(decision, Attach) else None,
+        decision.incident if isinstance(decision, Raise) else None,
+        check_counter=press.authenticated,
+    )
+
+
 class Router:
     def __init__(
         self,
@@ -34,16 +63,26 @@ class Router:
         journal: AsyncJournal,
         status: StatusModel,
         uplink: UplinkPort,
+        *,
+        recheck: Callable[[], None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.journal = journal
         self.status = status
         self._uplink = uplink
+        # A press attached to an open callout makes the follower look at it now: if it
+        # has just closed, the press must raise again rather than wait a poll interval.
+        self._recheck = recheck
         # Serialises decide → commit → apply so two inputs cannot both open an incident.
         self._lock = asyncio.Lock()
 
-    async def on_press(self, press: Press) -> bool:
-        """Returns True once the press is durable (or already was): the input may ack."""
+    async def on_press(self, press: Press, *, repeat_window_s: float = 5.0) -> PressOutcome | None:
+        """An outcome once the press is durable (or already was): the input may ack.
+        None when the journal refused the write: the input must not ack.
+
+        A repeat, a resend or a replay of a stored transmission is acknowledged too (so the
+        receiver stops sending it) but never decided on again.
+        """
         async with self._lock:
             # Deciding is pure and cheap; a repeat's decision is simply never applied.
             decision = self.engine.decide(press)
@@ -61,25 +100,148 @@ class Router:
                         incident_id=attach_to,
                         new_incident=new,
                         claim=claim,
+                        repeat_window_ns=int(repeat_window_s * 1e9),
+                        check_counter=press.authenticated,
                     )
                 )
             except JournalError as exc:
                 # Fail closed: not stored means not acknowledged; the source will resend.
                 self.status.count("journal_errors")
                 logger.error("event=journal_error device=%s error=%s", press.device_id, exc)
-                return False
+                return None
             if stored.repeat:
-                self.status.count("presses_repeated")
-                logger.debug("event=press_repeat key=%s", press.dedup_key)
-                return True
+                self._log_repeat(press, stored.verdict)
+                if stored.incident_id is not None:
+                    self._uplink.offer(None)  # in case its raise is still waiting
+                return PressOutcome(stored.verdict, None, stored.incident_id)
             self.engine.apply(decision)
-        incident_id = stored.incident_id
-        self._log_decision(press, decision, incident_id)
-        if isinstance(decision, Raise):
-            self.status.pending_alarms += 1
+        return self._stored([(press, decision, stored)])[0]
+
+    async def on_presses(
+        self, presses: list[Press], *, repeat_window_s: float = 5.0
+    ) -> list[PressOutcome | None]:
+        """Several presses at once (a burst from the receiver): one transaction, one fsync.
+
+        Everything the journal knows is read first; repeats, resends and replays within
+        the batch are told apart here, so every press is decided exactly once, in order.
+        """
+        if len(presses) == 1:
+            return [await self.on_press(presses[0], repeat_window_s=repeat_window_s)]
+        window_ns = int(repeat_window_s * 1e9)
+        outcomes: list[PressOutcome | None] = [None] * len(presses)
+        async with self._lock:
+            try:
+                priors = await self.journal.call(lambda j: j.classify(presses, window_ns))
+            except JournalError as exc:
+                return self._refused(presses, exc)
+            writes: list[PressWrite] = []
+            decided: list[tuple[int, Press, Decision]] = []
+            seen: set[str] = set()
+            # device -> (counter, frame) accepted earlier in this batch
+            highest: dict[str, tuple[int | None, str | None]] = {}
+            for i, (press, prior) in enumerate(zip(presses, priors, strict=True)):
+                verdict = prior.verdict.verdict if prior.verdict is not None else None
+                if verdict is None and press.dedup_key in seen:
+                    verdict = "repeat"
+                if verdict is None and press.authenticated and press.counter is not None:
+                    last, frame = highest.get(
+                        press.device_id, (prior.last_counter, prior.last_frame)
+                    )
+                    if counter_is_replay(press.counter, press.frame_key, last, frame):
+                        verdict = "replay"
+                if verdict is not None:
+                    self._log_repeat(press, verdict)
+                    incident = prior.verdict.incident_id if prior.verdict else None
+                    outcomes[i] = PressOutcome(verdict, None, incident)
+                    continue
+                decision = self.engine.decide(press)
+                self.engine.apply(decision)  # provisional: later presses see the incident
+                seen.add(press.dedup_key)
+                if press.authenticated and press.counter is not None:
+                    last, _ = highest.get(press.device_id, (prior.last_counter, None))
+                    if last is None or press.counter > last:
+                        highest[press.device_id] = (press.counter, press.frame_key)
+                decided.append((i, press, decision))
+                writes.append(_write(press, decision))
+            claim = any(isinstance(d, Raise) for _, _, d in decided) and self._uplink.idle()
+            try:
+                stored = await self.journal.call(lambda j: j.commit_presses(writes, claim=claim))
+            except JournalError as exc:
+                for _, _, decision in decided:  # undo the provisional incidents
+                    if isinstance(decision, Raise):
+                        self.engine.incident_ended(decision.incident.id)
+                return self._refused(presses, exc)
+        results = self._stored([(p, d, st) for (_, p, d), st in zip(decided, stored, strict=True)])
+        for (i, _, _), outcome in zip(decided, results, strict=True):
+            outcomes[i] = outcome
+        return outcomes
+
+    async def reraise_after(self, incident: Incident, seen_open_ns: int) -> None:
+        """The callout ended: presses attached after it was last seen open raise again."""
+        ids = await self.journal.call(lambda j: j.presses_after(incident.id, seen_open_ns, BOOT_ID))
+        if not ids:
+            return
+        async with self._lock:
+            press = await self.journal.call(lambda j: j.press(ids[0]))
+            decision = self.engine.decide(press)
+            if not isinstance(decision, Raise):
+                logger.error(
+                    "event=press_reraise_failed incident=%s press=%d reason=%r",
+                    incident.id,
+                    ids[0],
+                    decision.reason,
+                )
+                return
+            reason = f"pressed after callout {incident.callout_id} ended"
+            await self.journal.call(lambda j: j.promote_press(ids[0], decision.incident, reason))
+            self.engine.apply(decision)
+        logger.warning(
+            "event=press_reraised device=%s old_incident=%s incident=%s presses=%d",
+            press.device_id,
+            incident.id,
+            decision.incident.id,
+            len(ids),
+        )
+        self.status.pending_alarms += 1
+        self.status.changed()
+        self._uplink.offer(None)
+
+    def _refused(self, presses: list[Press], exc: JournalError) -> list[PressOutcome | None]:
+        # Fail closed: not stored means not acknowledged; the source will resend.
+        self.status.count("journal_errors")
+        logger.error("event=journal_error presses=%d error=%s", len(presses), exc)
+        return [None] * len(presses)
+
+    def _stored(self, items: list[tuple[Press, Decision, Stored]]) -> list[PressOutcome]:
+        """Log, count and hand raises to the uplink once presses are durable."""
+        results: list[PressOutcome] = []
+        claimed = None
+        raises = 0
+        for press, decision, stored in items:
+            self._log_decision(press, decision, stored.incident_id)
+            if isinstance(decision, Attach):
+                self._recheck()
+            claimed = claimed or stored.claimed
+            raises += isinstance(decision, Raise)
+            results.append(PressOutcome("stored", decision.kind, stored.incident_id))
+        if raises:
+            self.status.pending_alarms += raises
             self.status.changed()
-            self._uplink.offer(stored.claimed)
-        return True
+            self._uplink.offer(claimed)
+        return results
+
+    def _log_repeat(self, press: Press, verdict: str) -> None:
+        self.status.count(f"presses_{verdict}")
+        if verdict == "replay":
+            # An old transmission played again: never a callout, always worth a look.
+            logger.warning(
+                "event=press_replay device=%s counter=%s rssi=%s",
+                press.device_id,
+                press.counter,
+                press.rssi_dbm,
+            )
+        else:
+            logger.debug("event=press_%s key=%s", verdict, press.dedup_key)
 
     def _log_decision(self, press: Press, decision: object, incident_id: str | None) -> None:
         if isinstance(decision, Raise):

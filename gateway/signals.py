@@ -48,6 +48,10 @@ class Press:
     battery_pct: int | None = None
     rssi_dbm: int | None = None
     stamp: Stamp = field(default_factory=Stamp.now)
+    # The frame that carried it (receiver session and sequence), to recognise a resend.
+    frame_key: str | None = None
+    # The counter is covered by a verified MAC, so it must advance (replay protection).
+    authenticated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -12,8 +14,19 @@ logger = logging.getLogger(__name__)
 @dataclass
 class InputHealth:
     connected: bool = False
+    state: str = "starting"  # starting | ok | lost | disconnected
+    last_frame_age_s: float | None = None
     frames_ok: int = 0
     bad_frames: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DeviceHealth:
+    last_seen_wall: float
+    battery_pct: int | None = None
+    tamper: bool = False
+    battery_low: bool = False
 
 
 @dataclass
@@ -25,6 +38,7 @@ class StatusModel:
     open_callouts: dict[str, str] = field(default_factory=dict)  # incident id -> AURA stage
     failed_incidents: dict[str, str] = field(default_factory=dict)  # incident id -> reason
     inputs: dict[str, InputHealth] = field(default_factory=dict)
+    devices_seen: dict[str, DeviceHealth] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     _listeners: list[Callable[[StatusModel], None]] = field(default_factory=list, repr=False)
 
@@ -37,6 +51,11 @@ class StatusModel:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    def device_seen(
+        self, device_id: str, *, battery_pct: int | None, tamper: bool, low: bool
+    ) -> None:
+        self.devices_seen[device_id] = DeviceHealth(time.time(), battery_pct, tamper, low)
 
     def set_uplink(self, state: str, error: str | None = None) -> None:
         if state != self.uplink or error != self.uplink_error:
@@ -55,7 +74,21 @@ class StatusModel:
         ]
         if self.failed_incidents:
             parts.append(f"{len(self.failed_incidents)} UNDELIVERABLE")
-        lost = [name for name, h in self.inputs.items() if not h.connected]
+        lost = [name for name, h in self.inputs.items() if h.state in ("lost", "disconnected")]
         if lost:
             parts.append("receiver lost: " + ", ".join(sorted(lost)))
         return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything a technician's `aura-gateway status` shows; no secrets in here."""
+        return {
+            "summary": self.summary(),
+            "uplink": {"state": self.uplink, "error": self.uplink_error},
+            "pending_alarms": self.pending_alarms,
+            "devices_configured": self.devices,
+            "open_callouts": dict(self.open_callouts),
+            "undeliverable": dict(self.failed_incidents),
+            "inputs": {name: asdict(h) for name, h in self.inputs.items()},
+            "devices_seen": {dev: asdict(h) for dev, h in self.devices_seen.items()},
+            "counters": dict(self.counters),
+        }

@@ -1,13 +1,11 @@
-"""The uplink: delivers the alarm outbox to AURA and follows each callout to its end.
+"""The uplink: delivers the alarm outbox to AURA, oldest first, until AURA answers.
 
-Two tasks share one AURA client:
-
-- ``run_alarms`` takes the oldest pending alarm, and nothing else, until AURA has
-  answered for it. Transient faults back off and retry forever (invariant 3); a 4xx
-  that no retry can fix marks the incident failed, loudly, and the queue moves on.
-- ``run_followers`` polls open callouts with the newest fresh fix ("update location and
-  return callout"), or a plain read when there is no live fix, until HTTP 285 or a
-  closed status. It stands aside while alarms wait, so alarms never queue behind it.
+Transient faults back off and retry forever (invariant 3). When AURA cannot be reached
+at all, the head of the queue waits and order is kept; when AURA answers one alarm with
+an error of its own (5xx, 429), that alarm backs off alone and the next one goes, so a
+single failing alarm never holds up the others. A 4xx to the create request, which no
+retry can fix, marks the incident failed, loudly, and the queue moves on. Following the
+callouts once raised is ``gateway.follower``.
 """
 
 from __future__ import annotations
@@ -16,20 +14,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.aura.client import AuraClient, Callout
 from gateway.backoff import Backoff
 from gateway.config.models import AuraSettings
 from gateway.engine import Engine
 from gateway.errors import (
-    CloudError,
+    CloudMalformed,
     CloudRejected,
     CloudRetryable,
     CloudUnauthorized,
     JournalError,
 )
-from gateway.journal import OPEN, SENDING, AsyncJournal, Attempt, Incident, OutboxItem
+from gateway.journal import SENDING, AsyncJournal, Attempt, Incident, OutboxItem
 from gateway.signals import BOOT_ID
 from gateway.status import StatusModel
 
@@ -46,8 +44,10 @@ class Uplink:
         settings: AuraSettings,
         *,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        indicate: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
+        self._indicate = indicate
         self.journal = journal
         self.engine = engine
         self.status = status
@@ -55,7 +55,9 @@ class Uplink:
         self.wake = asyncio.Event()
         self._parked = False  # waiting with an empty queue
         self._handoff: Attempt | None = None
-        self._follow_now = asyncio.Event()
+        self._deferred: dict[str, float] = {}  # incident -> monotonic time of its next try
+        self._creating = False
+        self.raised = asyncio.Event()  # set after each raise: the follower polls at once
         self._clock_ns = clock_ns
         self.alive_ns = clock_ns()  # last sign of life of both loops, for the watchdog
 
@@ -67,19 +69,19 @@ class Uplink:
             self.alive_ns = self._clock_ns()
             self.wake.clear()  # cleared before the read, so a press in between is not missed
             attempt, self._handoff = self._handoff, None
+            now = time.monotonic()
+            deferred = {i for i, due in self._deferred.items() if due > now}
             try:
                 if attempt is None:
-                    attempt = await self.journal.call(lambda j: j.claim_next_alarm())
+                    attempt = await self.journal.call(
+                        lambda j, skip=deferred: j.claim_next_alarm(skip)
+                    )
             except JournalError as exc:
                 logger.error("event=journal_error error=%s", exc)
                 await asyncio.sleep(1.0)
                 continue
             if attempt is None:
-                self.status.pending_alarms = 0
-                self.status.changed()
-                self._parked = True
-                await self.wake.wait()
-                self._parked = False
+                await self._park(deferred, now)
                 continue
             self.status.pending_alarms = attempt.pending
             item = attempt.item
@@ -89,8 +91,8 @@ class Uplink:
                 await self._reject(item, exc)
             except (CloudRetryable, CloudUnauthorized) as exc:
                 delay = backoff.next_delay(getattr(exc, "retry_after", None))
-                state = "unauthorized" if isinstance(exc, CloudUnauthorized) else "down"
-                self.status.set_uplink(state, str(exc))
+                unauthorized = isinstance(exc, CloudUnauthorized)
+                self.status.set_uplink("unauthorized" if unauthorized else "down", str(exc))
                 logger.warning(
                     "event=raise_retry incident=%s retry_in_s=%.2f error=%s",
                     item.incident_id,
@@ -98,13 +100,42 @@ class Uplink:
                     exc,
                 )
                 await self._note_error(item.incident_id, str(exc))
-                await asyncio.sleep(delay)
+                if isinstance(exc, CloudRetryable) and exc.status is not None:
+                    # AURA answered, with an error for this alarm: let the next one go.
+                    self._deferred[item.incident_id] = time.monotonic() + delay
+                else:
+                    await asyncio.sleep(delay)  # AURA unreachable: keep the order, wait
             except JournalError as exc:
                 logger.error("event=journal_error error=%s", exc)
                 await asyncio.sleep(1.0)
+            except Exception:
+                # Last resort: the alarm stays queued; log everything and try again later.
+                logger.exception("event=uplink_fault incident=%s", item.incident_id)
+                await asyncio.sleep(backoff.next_delay())
             else:
                 backoff.reset()
+                self._deferred.pop(item.incident_id, None)
                 self.status.set_uplink("up")
+
+    async def _park(self, deferred: set[str], now: float) -> None:
+        """Nothing to send now: wait for a press, or for the first deferred alarm's turn."""
+        if deferred:
+            due = min(self._deferred[i] for i in deferred)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=max(0.0, due - now))
+            return
+        self._deferred.clear()
+        self.status.pending_alarms = 0
+        self.status.changed()
+        self._parked = True
+        try:
+            await self.wake.wait()
+        finally:
+            self._parked = False
+
+    def creating(self) -> bool:
+        """A create request is on its way: location traffic waits for it."""
+        return self._creating
 
     def idle(self) -> bool:
         """True when the queue is empty and nothing was handed over yet."""
@@ -128,8 +159,9 @@ class Uplink:
         callout: Callout | None = None
         # An earlier attempt may have reached AURA (a crash or a lost reply): look first.
         unresolved = incident.state == SENDING
+        self._creating = True
         try:
-            await self.client.authenticate()
+            await _not_a_rejection(self.client.authenticate(), "token")
             if unresolved:
                 callout = await self._reconcile(incident)
                 unresolved = False
@@ -138,11 +170,20 @@ class Uplink:
                 how = "raised"
             else:
                 how = "reattached"
+        except CloudMalformed as exc:
+            if incident.route == "device":
+                # A deviceEvent AURA accepted (2xx) without naming the callout: sending it
+                # again could raise a second one. Delivered; it cannot be followed.
+                await self._untracked(item, incident, str(exc))
+                return
+            raise
         except (CloudRetryable, CloudUnauthorized) as exc:
             if not getattr(exc, "maybe_delivered", False) and not unresolved:
                 # Certainly never reached AURA: the next try needs no reconciliation.
                 await self._note_error(incident.id, str(exc), reached_aura=False)
             raise
+        finally:
+            self._creating = False
         await self.journal.call(
             lambda j: j.mark_raised(item.seq, incident.id, callout.id, callout.url, callout.status)
         )
@@ -150,16 +191,36 @@ class Uplink:
         self.status.set_uplink("up")
         self.status.changed()
         logger.info(
-            "event=callout_%s incident=%s callout=%s device=%s route=%s url=%s delay_s=%s",
+            "event=callout_%s incident=%s callout=%s device=%s route=%s delay_s=%s",
             how,
             incident.id,
             callout.id,
             incident.device_id,
             incident.route,
-            callout.url,
             self._delay_text(incident),
         )
-        self._follow_now.set()
+        self.raised.set()
+        await self._tell(incident.device_id, "help_on_the_way")
+
+    async def _untracked(self, item: OutboxItem, incident: Incident, why: str) -> None:
+        await self.journal.call(lambda j: j.mark_delivered_untracked(item.seq, incident.id, why))
+        self.engine.incident_ended(incident.id)
+        self.status.set_uplink("up")
+        self.status.changed()
+        logger.warning(
+            "event=callout_untracked incident=%s device=%s route=%s delay_s=%s why=%r",
+            incident.id,
+            incident.device_id,
+            incident.route,
+            self._delay_text(incident),
+            why,
+        )
+        await self._tell(incident.device_id, "help_on_the_way")
+
+    async def _tell(self, device_id: str, state: str) -> None:
+        """Show the button how its alarm is doing, where it has a way to show it."""
+        if self._indicate is not None:
+            await self._indicate(device_id, state)
 
     def _delay_text(self, incident: Incident) -> str:
         if incident.press_boot_id != BOOT_ID:
@@ -168,7 +229,12 @@ class Uplink:
 
     async def _reconcile(self, incident: Incident) -> Callout | None:
         """Find the callout an earlier attempt may have created, among AURA's active ones."""
-        active = await self.client.active_callouts()
+        try:
+            active = await self.client.active_callouts()
+        except CloudRejected as exc:
+            # Cannot look: create again. AURA hands back a customer's active callout.
+            logger.warning("event=reconcile_refused incident=%s error=%s", incident.id, exc)
+            return None
         taken = {
             i.callout_id
             for i in await self.journal.call(lambda j: j.incidents())
@@ -198,97 +264,14 @@ class Uplink:
         self.status.failed_incidents[item.incident_id] = str(exc)
         self.status.set_uplink("up")
         self.status.changed()
-
-    # ------------------------------------------------------------------ followers
-
-    async def run_followers(self) -> None:
-        # Warm up: token and connection ready before the first press needs them. A failure
-        # here changes nothing; the alarm loop authenticates again when it must.
-        with contextlib.suppress(CloudError):
-            await self.client.authenticate()
-        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
-        interval = self.settings.poll_interval_s
-        while True:
-            self.alive_ns = self._clock_ns()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._follow_now.wait(), timeout=interval)
-            self._follow_now.clear()
-            if self.status.pending_alarms > 0:
-                continue  # alarms first: no location traffic while one waits
-            try:
-                incidents = await self.journal.call(lambda j: j.incidents((OPEN,)))
-                for incident in incidents:
-                    await self._follow(incident)
-            except CloudRetryable as exc:
-                self.status.set_uplink("down", str(exc))
-                await asyncio.sleep(backoff.next_delay(exc.retry_after))
-            except CloudUnauthorized as exc:
-                self.status.set_uplink("unauthorized", str(exc))
-                await asyncio.sleep(backoff.next_delay())
-            except JournalError as exc:
-                logger.error("event=journal_error error=%s", exc)
-            else:
-                backoff.reset()
-
-    async def _follow(self, incident: Incident) -> None:
-        assert incident.callout_id is not None
-        fix = self.engine.fresh_fix(incident.device_id) if _is_live(incident) else None
-        try:
-            if fix is not None:
-                location = {
-                    "latitude": fix.latitude,
-                    "longitude": fix.longitude,
-                    "accuracy": fix.accuracy_m,
-                }
-                callout = await self.client.update_location_and_return(
-                    incident.callout_id, location
-                )
-                logger.info(
-                    "event=location_sent incident=%s callout=%s lat=%.6f lon=%.6f acc=%.0f",
-                    incident.id,
-                    incident.callout_id,
-                    fix.latitude,
-                    fix.longitude,
-                    fix.accuracy_m,
-                )
-            else:
-                callout = await self.client.get_callout(incident.callout_id)
-        except CloudRejected as exc:
-            logger.error(
-                "event=follow_error incident=%s callout=%s error=%s",
-                incident.id,
-                incident.callout_id,
-                exc,
-            )
-            return
-        self.status.set_uplink("up")
-        if callout.status and callout.status != incident.aura_status:
-            await self.journal.call(lambda j: j.set_aura_status(incident.id, callout.status))
-            self.status.open_callouts[incident.id] = callout.status
-            self.status.changed()
-            logger.info(
-                "event=callout_stage incident=%s callout=%s stage=%r",
-                incident.id,
-                incident.callout_id,
-                callout.status,
-            )
-        if callout.closed:
-            await self.journal.call(lambda j: j.mark_closed(incident.id, callout.status))
-            self.engine.incident_ended(incident.id)
-            self.status.open_callouts.pop(incident.id, None)
-            self.status.changed()
-            logger.info(
-                "event=callout_closed incident=%s callout=%s stage=%r",
-                incident.id,
-                incident.callout_id,
-                callout.status,
-            )
+        incident = await self.journal.call(lambda j: j.incident(item.incident_id))
+        if incident is not None:
+            await self._tell(incident.device_id, "delivery_failing")
 
 
-def _is_live(incident: Incident) -> bool:
-    """Only live-location callouts stream coordinates; fixed sites are just polled."""
-    request = incident.request
-    if request["route"] == "customer":
-        return "location" in request["body"]
-    return request["route"] == "device"
-
+async def _not_a_rejection(step: Awaitable[None], what: str) -> None:
+    """Only AURA's answer to the create may reject an alarm; any other 4xx is retried."""
+    try:
+        await step
+    except CloudRejected as exc:
+        raise CloudRetryable(f"{what}: {exc}", status=exc.status, maybe_delivered=False) from exc

@@ -8,6 +8,7 @@ are accepted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 
 from gateway.config.models import AuraCredentials, AuraSettings
-from gateway.errors import CloudRejected, CloudRetryable, CloudUnauthorized
+from gateway.errors import CloudMalformed, CloudRejected, CloudRetryable, CloudUnauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -61,30 +62,43 @@ def _int_or_none(value: Any) -> int | None:
 
 def _callout_of(payload: Any, *, closed: bool = False) -> Callout:
     """Newer docs wrap as ``{message, callout}``; older ones answer the flat callout."""
-    if isinstance(payload, dict):
-        inner = payload.get("callout")
-        if isinstance(inner, dict) and "id" in inner:
-            return Callout.from_json(inner, closed=closed)
-        if "id" in payload:
-            return Callout.from_json(payload, closed=closed)
-        event = payload.get("resolvedAuraEvent")
-        if isinstance(event, dict):
-            response = event.get("eventResponse") or {}
-            if "calloutId" in response:
-                return Callout(id=int(response["calloutId"]), status=None, closed=closed)
-    raise CloudRetryable(f"AURA answered without a callout: {str(payload)[:200]}")
+    try:
+        if isinstance(payload, dict):
+            inner = payload.get("callout")
+            if isinstance(inner, dict) and "id" in inner:
+                return Callout.from_json(inner, closed=closed)
+            if "id" in payload:
+                return Callout.from_json(payload, closed=closed)
+            event = payload.get("resolvedAuraEvent")
+            if isinstance(event, dict):
+                response = event.get("eventResponse") or {}
+                if isinstance(response, dict) and "calloutId" in response:
+                    return Callout(id=int(response["calloutId"]), status=None, closed=closed)
+    except (TypeError, ValueError) as exc:
+        raise CloudMalformed(f"AURA answered a callout that cannot be read: {exc}") from exc
+    raise CloudMalformed("AURA answered 2xx without a callout id")
+
+
+def _json(response: httpx.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:  # JSONDecodeError, bad encoding
+        raise CloudMalformed(
+            f"{what}: HTTP {response.status_code} with a body that is not JSON"
+        ) from exc
 
 
 def _message(response: httpx.Response) -> str:
+    """AURA's ``message`` only: never the rest of a body, which may echo what we sent."""
     try:
         data = response.json()
     except ValueError:
-        return response.text[:200] or response.reason_phrase
+        return response.reason_phrase or "no message"
     if isinstance(data, dict):
         for key in ("message", "Error", "error"):
             if data.get(key):
                 return str(data[key])[:500]
-    return str(data)[:200]
+    return response.reason_phrase or "no message"
 
 
 def _jwt_exp(token: str) -> float | None:
@@ -123,8 +137,11 @@ class AuraClient:
             headers={"User-Agent": "aura-gateway/0.1"},
         )
         self._token: str | None = None
-        self._token_expires: float = 0.0
+        self._refresh_at: float = 0.0
+        self._token_lock = asyncio.Lock()  # one token request at a time, shared by all
         self.unauthorized_streak = 0
+        # httpx's timeouts are per phase; this bounds a whole request (a slow-drip answer).
+        self._deadline_s = t.connect + t.write + t.read + t.pool
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -135,8 +152,11 @@ class AuraClient:
         self._token = None
 
     async def _ensure_token(self) -> str:
-        margin = self._settings.token_refresh_margin_s
-        if self._token is not None and self._clock() < self._token_expires - margin:
+        async with self._token_lock:
+            return await self._fresh_token()
+
+    async def _fresh_token(self) -> str:
+        if self._token is not None and self._clock() < self._refresh_at:
             return self._token
         body = {
             "clientId": self._credentials.client_id.get_secret_value(),
@@ -150,15 +170,17 @@ class AuraClient:
                 status=response.status_code,
             )
         self._raise_for_status(response, "oauth/token")
-        data = response.json()
+        data = _json(response, "oauth/token")
+        if not isinstance(data, dict):
+            raise CloudMalformed("token response is not a JSON object")
         token = data.get("accessToken") or data.get("access_token")
-        if not token:
-            raise CloudRetryable("token response carried no accessToken/access_token")
-        lifetime = data.get("expiresIn", data.get("expires_in"))
+        if not isinstance(token, str) or not token:
+            raise CloudMalformed("token response carried no accessToken/access_token")
+        lifetime = _seconds(data.get("expiresIn", data.get("expires_in")))
         now = self._clock()
         exp = _jwt_exp(token)
-        if lifetime is not None and float(lifetime) > 0:
-            expires = now + float(lifetime)
+        if lifetime is not None and lifetime > 0:
+            expires = now + lifetime
         elif exp is not None:
             expires = now + max(0.0, exp - time.time())
         else:
@@ -166,7 +188,10 @@ class AuraClient:
         if exp is not None:
             # The JWT's own claim wins over a body value that may be a lifetime or an epoch.
             expires = min(expires, now + max(0.0, exp - time.time()))
-        self._token, self._token_expires = token, expires
+        # Refresh a margin before expiry, but never sooner than half-way through a short
+        # lifetime: a margin longer than the lifetime would mean a new token per request.
+        margin = min(self._settings.token_refresh_margin_s, (expires - now) / 2)
+        self._token, self._refresh_at = token, expires - margin
         logger.info("event=token_refreshed lifetime_s=%.0f", expires - now)
         return token
 
@@ -179,14 +204,15 @@ class AuraClient:
         if auth:
             headers["Authorization"] = f"Bearer {await self._ensure_token()}"
         try:
-            return await self._http.request(method, path, json=json_body, headers=headers)
+            async with asyncio.timeout(self._deadline_s):
+                return await self._http.request(method, path, json=json_body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise CloudRetryable(
                 f"{method} {path}: {type(exc).__name__}: {exc}", maybe_delivered=False
             ) from exc
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise CloudRetryable(f"{method} {path}: timeout ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # transport, decoding, redirects: all transient here
             raise CloudRetryable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
     def _raise_for_status(self, response: httpx.Response, what: str) -> None:
@@ -198,7 +224,10 @@ class AuraClient:
             raise CloudRetryable(
                 message, status=code, retry_after=_retry_after(response), maybe_delivered=False
             )
-        if code >= 500 or code in (408, 425):
+        if code >= 500 or code in (408, 425) or code < 200:
+            raise CloudRetryable(message, status=code)
+        if 300 <= code < 400:
+            # AURA does not redirect; a proxy or captive portal on the uplink might.
             raise CloudRetryable(message, status=code)
         if code == 401:
             raise CloudUnauthorized(message, status=code)
@@ -235,7 +264,7 @@ class AuraClient:
             raise CloudRejected(f"unknown route {route!r}")
         response = await self._request("POST", path, request["body"])
         self._raise_for_status(response, f"create {route} callout")
-        return _callout_of(response.json())
+        return _callout_of(_json(response, f"create {route} callout"))
 
     async def update_location(self, callout_id: int, location: dict[str, float]) -> bool:
         """Location only. Returns False when AURA says the callout is closed (285)."""
@@ -260,18 +289,34 @@ class AuraClient:
     async def active_callouts(self) -> list[Callout]:
         response = await self._request("GET", "/callouts/activeCallouts")
         self._raise_for_status(response, "active callouts")
-        data = response.json()
+        data = _json(response, "active callouts")
         items = data.get("callouts", data.get("data", [])) if isinstance(data, dict) else data
-        return [Callout.from_json(c) for c in items if isinstance(c, dict) and "id" in c]
+        if not isinstance(items, list):
+            raise CloudMalformed("active callouts: not a list")
+        out = []
+        for item in items:
+            if isinstance(item, dict) and "id" in item:
+                try:
+                    out.append(Callout.from_json(item))
+                except (TypeError, ValueError) as exc:
+                    raise CloudMalformed(f"active callouts: unreadable callout: {exc}") from exc
+        return out
 
     def _callout_answer(self, response: httpx.Response, callout_id: int, what: str) -> Callout:
         if response.status_code == HTTP_CLOSED:
             try:
-                return _callout_of(response.json(), closed=True)
-            except (ValueError, CloudRetryable):
+                return _callout_of(_json(response, what), closed=True)
+            except CloudMalformed:
                 return Callout(id=callout_id, status=None, closed=True)
         self._raise_for_status(response, what)
-        return _callout_of(response.json())
+        return _callout_of(_json(response, what))
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None  # e.g. "1h": fall back to the JWT's exp or a short default
 
 
 def _path_part(value: str) -> str:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from gateway.config.locate import KeyPath, TomlLocator, format_key
 from gateway.config.models import (
+    CredentialsFile,
     CustomerDevice,
     Device,
+    DevicesFile,
     DeviceType,
     GatewayFile,
     GatewayPosition,
@@ -138,4 +140,30 @@ def check_devices(
                 report.add(("devices", i, "location"), NO_FALLBACK_POSITION, "warning")
             else:
                 report.add(("devices", i, "location"), LIVE_NEEDS_POSITION)
+    return report.problems
+
+
+SPOOFABLE = (
+    "auth = 'none': this button has no authentication, so anyone with a radio can replay or "
+    "forge its press (spoofable); use an authenticated model where possible"
+)
+
+
+def check_device_keys(
+    devices: DevicesFile,
+    credentials: CredentialsFile,
+    file: Path,
+    locator: TomlLocator,
+) -> list[ConfigProblem]:
+    """Every authenticated button has its key; unauthenticated ones are flagged."""
+    report = _Reporter(file, locator)
+    for i, dev in enumerate(devices.devices):
+        if dev.auth == "none":
+            report.add(("devices", i, "auth"), SPOOFABLE, "warning")
+        elif credentials.device_key(dev.id) is None:
+            report.add(
+                ("devices", i, "id"),
+                f"no key for device {dev.id!r}: add it under [device_keys] in the credentials "
+                'file, or set auth = "none" for a fixed-code button (spoofable)',
+            )
     return report.problems

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config.checks import DeviceEntry, check_devices, check_gateway
+from gateway.config.checks import DeviceEntry, check_device_keys, check_devices, check_gateway
 from gateway.config.explain import explain
 from gateway.config.locate import TomlLocator
 from gateway.config.models import (
@@ -60,6 +60,7 @@ class Config:
     devices_path: Path
     credentials_path: Path
     journal_path: Path
+    status_path: Path = Path("/run/aura-gateway/status.json")
     warnings: list[ConfigProblem] = field(default_factory=list)
     _by_id: dict[str, Device] = field(init=False, repr=False, compare=False)
 
@@ -74,6 +75,10 @@ class Config:
     def device_type(self, device: Device) -> DeviceType:
         """The type of a configured device; it exists, the loader checked it."""
         return self.devices.device_types[device.type]
+
+    def device_key(self, device_id: str) -> bytes | None:
+        """The button's MAC key from the credentials file, or None."""
+        return self.credentials.device_key(device_id)
 
 
 def load_config(path: str | Path) -> Config:
@@ -112,6 +117,11 @@ def load_config(path: str | Path) -> Config:
                 _missing(src, "credentials_file", credentials_path, "credentials file")
             )
     journal_path = _setting_path(src, "journal_path")
+    status_path = _setting_path(src, "status_path")
+    if devices is not None and credentials is not None and devices_path is not None:
+        dev_problems += check_device_keys(
+            devices, credentials, devices_path, TomlLocator(devices_path.read_text())
+        )
 
     problems = sort_problems(gw_problems) + sort_problems(dev_problems)
     problems += sort_problems(cred_problems)
@@ -120,12 +130,13 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(errors)
     # No errors means every part loaded; the asserts only narrow the types.
     assert gateway is not None and devices is not None and credentials is not None
-    assert devices_path and credentials_path and journal_path
+    assert devices_path and credentials_path and journal_path and status_path
     section = gateway.gateway.model_copy(
         update={
             "devices_file": devices_path,
             "credentials_file": credentials_path,
             "journal_path": journal_path,
+            "status_path": status_path,
         }
     )
     return Config(
@@ -136,6 +147,7 @@ def load_config(path: str | Path) -> Config:
         devices_path=devices_path,
         credentials_path=credentials_path,
         journal_path=journal_path,
+        status_path=status_path,
         warnings=[p for p in problems if p.severity == "warning"],
     )
 

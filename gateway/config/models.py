@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -86,6 +87,20 @@ class SerialInputConfig(Strict):
     name: str = "receiver"
     port: str = Field(description="Stable path, e.g. /dev/serial/by-id/usb-...; a pty in tests.")
     baudrate: int = Field(115200, gt=0)
+    watchdog_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="No frame from the receiver for this long means 'receiver lost' "
+        "(it sends a status heartbeat every 10 s).",
+    )
+    repeat_window_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="A transmission heard again (same device and counter) within this "
+        "window is a radio repeat; later, it is a replay and is rejected.",
+    )
     ack_timeout_s: float = Field(0.5, gt=0, le=10)
     reopen_backoff_max_s: float = Field(10.0, gt=0, le=300)
 
@@ -98,6 +113,10 @@ class GatewaySection(Strict):
     devices_file: Path = Path("devices.toml")
     credentials_file: Path = Path("credentials.toml")
     journal_path: Path = Path("/var/lib/aura-gateway/journal.sqlite")
+    status_path: Path = Field(
+        Path("/run/aura-gateway/status.json"),
+        description="Where the daemon keeps its current status for `aura-gateway status`.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     position: GatewayPosition | None = None
     max_fix_age_s: float = Field(
@@ -192,6 +211,12 @@ class DeviceBase(Strict):
     )
     type: str = Field(min_length=1)
     label: str = ""
+    auth: Literal["hmac", "none"] = Field(
+        "hmac",
+        description="'hmac': presses carry a MAC under the key in credentials.toml "
+        "[device_keys]. 'none': a fixed-code button without authentication (spoofable); "
+        "it must be said explicitly.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -227,5 +252,29 @@ class AuraCredentials(Strict):
     client_secret: SecretStr = Field(min_length=1)
 
 
+def _device_key(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value().strip()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError("must be hex digits (32 or 64 of them)") from None
+    if len(raw) not in (16, 32):
+        raise ValueError(f"must be 16 or 32 bytes (32 or 64 hex digits), got {len(raw)} bytes")
+    return SecretStr(text.lower())
+
+
 class CredentialsFile(Strict):
     aura: AuraCredentials
+    device_keys: dict[str, Annotated[SecretStr, AfterValidator(_device_key)]] = Field(
+        default_factory=dict,
+        description="Per-button keys, device id -> hex key, provisioned with the button.",
+    )
+
+    @field_validator("device_keys")
+    @classmethod
+    def _keys(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        return {dev.lower(): key for dev, key in v.items()}
+
+    def device_key(self, device_id: str) -> bytes | None:
+        key = self.device_keys.get(device_id.lower())
+        return bytes.fromhex(key.get_secret_value()) if key is not None else None

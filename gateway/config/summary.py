@@ -1,7 +1,8 @@
 """The human summary ``aura-gateway check-config`` prints for a valid config.
 
 It shows what the gateway will do with each button, never the credentials: only the
-credentials file's path and mode.
+credentials file's path and mode, and for each button whether it authenticates (never its
+key).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def summarize(config: Config) -> str:
         f"poll every {aura.poll_interval_s:g} s",
         f"credentials  {config.credentials_path} ({_mode(config)})",
         f"journal      {config.journal_path}",
+        f"status file  {config.status_path}",
         f"position     {_position(config)}",
     ]
     lines += [f"input        {_input(inp)}" for inp in config.gateway.inputs]
@@ -41,8 +43,11 @@ def summarize(config: Config) -> str:
     if devices:
         lines.append("")
         lines += _table(
-            ("id", "type", "route", "customer/site", "location", "label"),
-            [(d.id, d.type, d.route, _target(d), _location(config, d), d.label) for d in devices],
+            ("id", "type", "route", "customer/site", "location", "auth", "label"),
+            [
+                (d.id, d.type, d.route, _target(d), _location(config, d), _auth(d), d.label)
+                for d in devices
+            ],
         )
     if config.warnings:
         lines.append("")
@@ -97,6 +102,11 @@ def _location(config: Config, device: Device) -> str:
     if isinstance(device, SiteDevice):
         return "the site's registered location"
     return "from the device event"
+
+
+def _auth(device: Device) -> str:
+    # Only the mode: the key itself stays in the credentials file.
+    return "hmac" if device.auth == "hmac" else "none (spoofable)"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

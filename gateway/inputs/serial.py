@@ -1,15 +1,31 @@
-"""The receiver on a serial port: frames in, signals to the router, acks out.
+"""The receiver on a serial port: frames in, signals to the router, acks and indications out.
 
-A press is acknowledged to the receiver only after the router reports it durable;
-until then the receiver keeps resending it (firmware_bridge/PROTOCOL.md).
+A press is acknowledged to the receiver only after the router reports it durable; until
+then the receiver keeps resending it (firmware_bridge/PROTOCOL.md). Presses of
+authenticated buttons must carry a MAC under the button's key; a wrong tag is refused
+(NAK "rejected", which ends the receiver's resends) and counted, never raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 
-from firmware_bridge.frames import DeviceFix, Hello, Press, ReceiverStatus
+from firmware_bridge.auth import verify_press, verify_status
+
+from firmware_bridge.frames import (
+    DeviceFix,
+    DeviceStatus,
+    Frame,
+    Hello,
+    IndicationState,
+    NakReason,
+    Press,
+    ReceiverStatus,
+)
 from firmware_bridge.link import LinkDown, ReceiverLink
+from gateway.config import Config
 from gateway.config.models import SerialInputConfig
 from gateway.router import Router
 from gateway.signals import Fix
@@ -18,7 +34,13 @@ from gateway.status import InputHealth, StatusModel
 
 logger = logging.getLogger(__name__)
 
-NAK_STORE_FAILED = 3
+INDICATIONS = {
+    "help_called": IndicationState.HELP_CALLED,
+    "help_on_the_way": IndicationState.HELP_ON_THE_WAY,
+    "on_scene": IndicationState.ON_SCENE,
+    "delivery_failing": IndicationState.DELIVERY_FAILING,
+    "clear": IndicationState.CLEAR,
+}
 
 
 def device_key(device_id: int) -> str:
@@ -27,12 +49,17 @@ def device_key(device_id: int) -> str:
 
 
 class SerialInput:
-    def __init__(self, config: SerialInputConfig, router: Router, status: StatusModel) -> None:
+    def __init__(
+        self, config: SerialInputConfig, router: Router, status: StatusModel, gateway: Config
+    ) -> None:
         self.name = config.name
         self.config = config
         self.router = router
         self.status = status
+        self.gateway = gateway
         self.health = status.inputs.setdefault(self.name, InputHealth())
+        self.session: int | None = None  # from the receiver's HELLO
+        self._started = time.monotonic()
         self.link = ReceiverLink(
             config.port,
             config.baudrate,
@@ -43,74 +70,180 @@ class SerialInput:
     async def run(self) -> None:
         async with self.link:
             async for frame in self.link.frames():
-                self._update_health()
-                stored = await self._handle(frame)
-                try:
-                    if stored:
+                verdict = await self._handle(frame)
+                self.refresh_health()
+                # Not acked when the link is down: the receiver resends, the journal knows it.
+                with contextlib.suppress(LinkDown):
+                    if verdict is True:
                         await self.link.ack(frame.seq)
+                    elif verdict is False:
+                        await self.link.nak(frame.seq, NakReason.STORE_FAILED)
                     else:
-                        await self.link.nak(frame.seq, NAK_STORE_FAILED)
-                except LinkDown:
-                    pass  # not acked: the receiver resends and the journal recognises it
+                        await self.link.nak(frame.seq, verdict)
 
-    async def _handle(self, frame: object) -> bool:
+    # ------------------------------------------------------------------ frames
+
+    async def _handle(self, frame: Frame) -> bool | NakReason:
+        """True: ack. False: NAK "store failed" (resend later). A reason: NAK, no resend."""
         if isinstance(frame, Press):
-            signal = PressSignal(
-                source=f"serial:{self.name}",
-                device_id=device_key(frame.device_id),
-                gesture=frame.gesture,
-                # The same device and counter is the same transmission, whether a radio
-                # repeat or the receiver resending a frame we had not acked yet.
-                dedup_key=f"rf:{frame.device_id:08x}:{frame.counter}",
-                counter=frame.counter,
-                battery_pct=frame.battery_pct,
-                rssi_dbm=frame.rssi_dbm,
-            )
-            return await self.router.on_press(signal)
+            return await self._press(frame)
         if isinstance(frame, DeviceFix):
-            fix = Fix(
-                source=f"serial:{self.name}",
-                device_id=device_key(frame.device_id),
-                latitude=frame.latitude,
-                longitude=frame.longitude,
-                accuracy_m=float(frame.accuracy_m),
-                age_s=float(frame.age_s),
-            )
-            return await self.router.on_fix(fix)
+            return await self._fix(frame)
+        if isinstance(frame, DeviceStatus):
+            return self._device_status(frame)
         if isinstance(frame, Hello):
-            logger.info(
-                "event=receiver_hello input=%s receiver=%08x firmware=%d.%d.%d session=%08x",
-                self.name,
-                frame.receiver_id,
-                frame.fw_major,
-                frame.fw_minor,
-                frame.fw_patch,
-                frame.session,
-            )
+            if frame.session != self.session:
+                logger.info(
+                    "event=receiver_hello input=%s receiver=%08x firmware=%d.%d.%d session=%08x",
+                    self.name,
+                    frame.receiver_id,
+                    frame.fw_major,
+                    frame.fw_minor,
+                    frame.fw_patch,
+                    frame.session,
+                )
+            self.session = frame.session
             return True
         if isinstance(frame, ReceiverStatus):
             return True
         return True
 
-    def _update_health(self) -> None:
+    async def _press(self, frame: Press) -> bool | NakReason:
+        dev_id = device_key(frame.device_id)
+        device = self.gateway.device(dev_id)
+        authenticated = device is not None and device.auth == "hmac"
+        if authenticated:
+            key = self.gateway.device_key(dev_id)
+            if key is None or not verify_press(key, frame):
+                return self._reject(frame.device_id, frame.counter, "bad_tag", frame.rssi_dbm)
+        elif device is None:
+            self.status.count("unknown_devices")
+        signal = PressSignal(
+            source=f"serial:{self.name}",
+            device_id=dev_id,
+            gesture=frame.gesture,
+            # The same device and counter is the same transmission: a radio repeat, the
+            # receiver resending, or a recording played back. The journal tells them apart.
+            dedup_key=f"rf:{dev_id}:{frame.counter}",
+            counter=frame.counter,
+            battery_pct=frame.battery_pct,
+            rssi_dbm=frame.rssi_dbm,
+            frame_key=f"{self._session_text()}:{frame.seq}",
+            authenticated=authenticated,
+        )
+        outcome = await self.router.on_press(signal, repeat_window_s=self.config.repeat_window_s)
+        if outcome is None:
+            return False
+        if outcome.verdict == "replay":
+            self.status.count("replays")
+            return NakReason.REJECTED
+        if outcome.verdict == "stored" and outcome.decision in ("raise", "attach"):
+            await self.indicate(dev_id, "help_called")
+        return True
+
+    def _reject(self, device_id: int, counter: int, reason: str, rssi: int | None) -> NakReason:
+        self.status.count("auth_failures")
+        logger.warning(
+            "event=frame_rejected input=%s device=%08x counter=%d reason=%s rssi=%s",
+            self.name,
+            device_id,
+            counter,
+            reason,
+            rssi,
+        )
+        return NakReason.REJECTED
+
+    async def _fix(self, frame: DeviceFix) -> bool:
+        fix = Fix(
+            source=f"serial:{self.name}",
+            device_id=device_key(frame.device_id),
+            latitude=frame.latitude,
+            longitude=frame.longitude,
+            accuracy_m=float(frame.accuracy_m),
+            age_s=float(frame.age_s),
+        )
+        return await self.router.on_fix(fix)
+
+    def _device_status(self, frame: DeviceStatus) -> bool | NakReason:
+        dev_id = device_key(frame.device_id)
+        device = self.gateway.device(dev_id)
+        if device is not None and device.auth == "hmac":
+            key = self.gateway.device_key(dev_id)
+            if key is None or not verify_status(key, frame):
+                return self._reject(frame.device_id, frame.counter, "bad_tag", None)
+        self.status.device_seen(
+            dev_id, battery_pct=frame.battery_pct, tamper=frame.tamper, low=frame.battery_low
+        )
+        if frame.tamper or frame.battery_low:
+            logger.warning(
+                "event=device_status device=%s battery=%s tamper=%s battery_low=%s",
+                dev_id,
+                frame.battery_pct,
+                frame.tamper,
+                frame.battery_low,
+            )
+        return True
+
+    def _session_text(self) -> str:
+        return f"{self.session:08x}" if self.session is not None else "nosession"
+
+    # ------------------------------------------------------------------ downlink
+
+    async def indicate(self, device_id: str, state: str) -> None:
+        """Tell a button with an LED or buzzer how its alarm is doing (best effort)."""
+        if self.gateway.device(device_id) is None or state not in INDICATIONS:
+            return
+        with contextlib.suppress(LinkDown, ValueError):  # the alarm never depends on the LED
+            await self.link.send_indication(int(device_id, 16), INDICATIONS[state])
+
+    # ------------------------------------------------------------------ health
+
+    def refresh_health(self, now: float | None = None) -> None:
+        """Receiver state for the status model: a dead receiver is not a quiet night."""
+        now = time.monotonic() if now is None else now
         counters = self.link.counters
-        was = self.health.connected
-        bad_before = self.health.bad_frames
-        self.health.connected = self.link.connected
-        self.health.frames_ok = counters.frames_ok
+        health = self.health
+        before = (health.state, health.bad_frames)
+        last = self.link.last_frame_mono
+        health.connected = self.link.connected
+        health.last_frame_age_s = None if last is None else round(now - last, 1)
+        if not self.link.connected:
+            health.state = "disconnected"
+        elif now - (self._started if last is None else last) > self.config.watchdog_s:
+            health.state = "lost"
+        else:
+            health.state = "ok"
+        health.frames_ok = counters.frames_ok
         # resyncs counts every discarded segment: CRC, decode and oversize errors alike.
-        self.health.bad_frames = counters.resyncs
-        if self.health.bad_frames > bad_before:
+        health.bad_frames = counters.resyncs
+        health.counters = {
+            "frames_ok": counters.frames_ok,
+            "crc_errors": counters.crc_errors,
+            "decode_errors": counters.decode_errors,
+            "oversize": counters.oversize,
+            "resyncs": counters.resyncs,
+            "discarded_bytes": counters.discarded_bytes,
+            "unknown_type": counters.unknown_type,
+            "reopens": counters.reopens,
+        }
+        if health.bad_frames > before[1]:
             # Counted and skipped, never fatal; said once per burst, with the totals.
             logger.warning(
                 "event=frames_skipped input=%s bad=%d crc=%d decode=%d oversize=%d bytes=%d ok=%d",
                 self.name,
-                self.health.bad_frames,
+                health.bad_frames,
                 counters.crc_errors,
                 counters.decode_errors,
                 counters.oversize,
                 counters.discarded_bytes,
                 counters.frames_ok,
             )
-        if was != self.health.connected:
+        if health.state != before[0]:
+            log = logger.info if health.state == "ok" else logger.warning
+            log(
+                "event=receiver_%s input=%s last_frame_age_s=%s",
+                health.state,
+                self.name,
+                health.last_frame_age_s,
+            )
             self.status.changed()

@@ -41,6 +41,8 @@ def parse_value(text: str) -> object:
     """Field notation of PROTOCOL.md §9."""
     if text == "none":
         return None
+    if text in ("true", "false"):
+        return text == "true"
     if text.startswith("hex:"):
         return bytes.fromhex(text[4:])
     if text.startswith('"') and text.endswith('"'):
@@ -59,20 +61,25 @@ class Vector:
     frame: fr.Frame
 
 
-def valid_vectors() -> list[Vector]:
+def parse_frame(text: str) -> fr.Frame:
+    """``ClassName field=value ...`` as in PROTOCOL.md §9."""
     classes = {cls.__name__: cls for cls in fr.FRAME_CLASSES.values()}
+    cls_name, *pairs = text.split()
+    kwargs = {k: parse_value(v) for k, v in (p.split("=", 1) for p in pairs)}
+    return classes[cls_name](**kwargs)
+
+
+def valid_vectors() -> list[Vector]:
     out = []
     for block in fenced_blocks("vectors"):
         for rec in parse_records(block):
-            cls_name, *pairs = rec["frame"].split()
-            kwargs = {k: parse_value(v) for k, v in (p.split("=", 1) for p in pairs)}
             out.append(
                 Vector(
                     name=rec["name"],
                     wire=bytes.fromhex(rec["wire"]),
                     raw=bytes.fromhex(rec["raw"]),
                     crc=int(rec["crc"], 16),
-                    frame=classes[cls_name](**kwargs),
+                    frame=parse_frame(rec["frame"]),
                 )
             )
     return out

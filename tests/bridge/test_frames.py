@@ -15,12 +15,18 @@ from firmware_bridge import frames as fr
 from firmware_bridge.frames import (
     Ack,
     DeviceFix,
+    DeviceStatus,
     FrameDecoder,
     FrameError,
     Hello,
+    Indication,
+    IndicationState,
     Nak,
+    NakReason,
+    Ping,
     Press,
     ReceiverStatus,
+    TimeSync,
 )
 
 from .helpers import fenced_blocks, parse_records, valid_vectors
@@ -210,6 +216,13 @@ def test_crc_error_names_expected_and_actual() -> None:
             "DeviceFix.longitude: -180.0000001 out of range -180..180",
         ),
         (_raw(0x02, 1, b"\x00" * 300), "frame is 308 bytes, maximum is 250"),
+        (_raw(0x05, 1, b"\x00" * 27), r"DeviceStatus body is 27 bytes, expected 10\.\.26"),
+        (_raw(0x05, 1, b"\x00" * 8 + b"\xfe\x00"), r"DeviceStatus\.battery_pct: 254 out of"),
+        (_raw(0x82, 1, b"\x00" * 4), "Indication body is 4 bytes, expected 5"),
+        (_raw(0x82, 1, b"\x00" * 6), "Indication body is 6 bytes, expected 5"),
+        (_raw(0x83, 1, b"\x00" * 2), "Ping body is 2 bytes, expected 0"),
+        (_raw(0x84, 1, b"\x00" * 10), "TimeSync body is 10 bytes, expected 9"),
+        (_raw(0x85, 7, b""), "unknown frame type 0x85 .seq 7."),
     ],
 )
 def test_decode_raw_errors_name_the_problem(raw: bytes, message: str) -> None:
@@ -255,11 +268,84 @@ def test_from_raw_refuses_another_type() -> None:
             lambda: Hello(seq=0, receiver_id=0, fw_major=256, fw_minor=0, fw_patch=0, session=0),
             r"Hello\.fw_major: 256 out of range 0\.\.255",
         ),
+        (
+            lambda: DeviceStatus(seq=0, device_id=0, counter=0, battery_pct=101),
+            r"DeviceStatus\.battery_pct: 101 out of range 0\.\.100",
+        ),
+        (
+            lambda: DeviceStatus(seq=0, device_id=0, counter=0, tamper=1),  # type: ignore[arg-type]
+            r"DeviceStatus\.tamper: expected bool, got int",
+        ),
+        (
+            lambda: DeviceStatus(seq=0, device_id=0, counter=0, flags=0x100),
+            r"DeviceStatus\.flags: 256 out of range 0\.\.255",
+        ),
+        (
+            lambda: DeviceStatus(seq=0, device_id=0, counter=0, tag=b"t" * 17),
+            r"DeviceStatus\.tag: 17 bytes, maximum is 16",
+        ),
+        (
+            lambda: Indication(seq=0, device_id=0, state=256),
+            r"Indication\.state: 256 out of range 0\.\.255",
+        ),
+        (lambda: Ping(seq=-1), r"Ping\.seq: -1 out of range"),
+        (
+            lambda: TimeSync(seq=0, unix_ms=-1, trusted=True),
+            r"TimeSync\.unix_ms: -1 out of range 0\.\.18446744073709551615",
+        ),
+        (
+            lambda: TimeSync(seq=0, unix_ms=0, trusted=None),  # type: ignore[arg-type]
+            r"TimeSync\.trusted: expected bool, got NoneType",
+        ),
     ],
 )
 def test_constructing_an_unencodable_frame_fails_early(build, message: str) -> None:
     with pytest.raises(FrameError, match=message):
         build()
+
+
+def test_device_status_flags_and_named_bits_agree() -> None:
+    named = DeviceStatus(seq=1, device_id=2, counter=3, tamper=True)
+    by_flags = DeviceStatus(seq=1, device_id=2, counter=3, flags=fr.STATUS_FLAG_TAMPER)
+    assert named == by_flags and named.flags == 0x01
+    assert (by_flags.tamper, by_flags.battery_low) == (True, False)
+    both = DeviceStatus(seq=1, device_id=2, counter=3, battery_low=True, flags=0x81)
+    assert (both.flags, both.tamper, both.battery_low) == (0x83, True, True)
+    decoded = fr.decode(both.to_bytes())
+    assert decoded == both  # reserved bit 7 survives
+    assert both.to_raw()[4 + 8 : 4 + 10] == bytes([fr.BATTERY_UNKNOWN, 0x83])
+
+
+def test_indication_state_is_an_enum_when_known() -> None:
+    frame = Indication(seq=1, device_id=2, state=2)
+    assert frame.state is IndicationState.HELP_ON_THE_WAY
+    assert frame == Indication(seq=1, device_id=2, state=IndicationState.HELP_ON_THE_WAY)
+    assert [int(s) for s in IndicationState] == [0, 1, 2, 3, 4]
+    future = fr.decode(Indication(seq=1, device_id=2, state=9).to_bytes())
+    assert isinstance(future, Indication)
+    assert future.state == 9 and not isinstance(future.state, IndicationState)
+
+
+def test_time_sync_ignores_reserved_flag_bits() -> None:
+    raw = _raw(0x84, 1, struct.pack("<QB", 1_767_225_600_000, 0xFE))
+    assert fr.decode_raw(raw) == TimeSync(seq=1, unix_ms=1_767_225_600_000, trusted=False)
+    raw = _raw(0x84, 1, struct.pack("<QB", 2**64 - 1, 0xFF))
+    assert fr.decode_raw(raw) == TimeSync(seq=1, unix_ms=2**64 - 1, trusted=True)
+
+
+def test_only_store_failed_asks_for_a_resend() -> None:
+    assert [int(r) for r in NakReason] == [1, 2, 3, 4, 5]
+    assert not fr.nak_ends_resends(NakReason.STORE_FAILED)
+    assert not fr.nak_ends_resends(3)
+    for reason in (1, 2, 4, 5, 6, 255):
+        assert fr.nak_ends_resends(reason), reason
+
+
+def test_unsupported_version_carries_the_seq_for_a_nak() -> None:
+    with pytest.raises(fr.UnsupportedVersion) as info:
+        fr.decode_raw(_raw(0x02, 0x1234, b"\x00" * 12, version=2))
+    assert (info.value.version, info.value.seq) == (2, 0x1234)
+    assert isinstance(info.value, FrameError)
 
 
 def test_nak_keeps_an_unknown_reason_as_a_number() -> None:
@@ -291,8 +377,8 @@ U16 = st.integers(0, 0xFFFF)
 U32 = st.integers(0, 0xFFFF_FFFF)
 U8 = st.integers(0, 0xFF)
 
-FRAMES = st.one_of(
-    st.builds(
+FRAME_STRATEGIES: dict[type, st.SearchStrategy[fr.Frame]] = {
+    Hello: st.builds(
         Hello,
         seq=U16,
         receiver_id=U32,
@@ -302,7 +388,7 @@ FRAMES = st.one_of(
         session=U32,
         capabilities=U16,
     ),
-    st.builds(
+    Press: st.builds(
         Press,
         seq=U16,
         device_id=U32,
@@ -313,7 +399,7 @@ FRAMES = st.one_of(
         flags=U8,
         tag=st.binary(max_size=16),
     ),
-    st.builds(
+    DeviceFix: st.builds(
         DeviceFix,
         seq=U16,
         device_id=U32,
@@ -322,10 +408,35 @@ FRAMES = st.one_of(
         accuracy_m=U16,
         age_s=U16,
     ),
-    st.builds(ReceiverStatus, seq=U16, uptime_s=U32, radio_frames=U32, radio_errors=U32),
-    st.builds(Ack, seq=U16, acked_seq=U16),
-    st.builds(Nak, seq=U16, acked_seq=U16, reason=U8),
-)
+    ReceiverStatus: st.builds(
+        ReceiverStatus, seq=U16, uptime_s=U32, radio_frames=U32, radio_errors=U32
+    ),
+    DeviceStatus: st.builds(
+        DeviceStatus,
+        seq=U16,
+        device_id=U32,
+        counter=U32,
+        battery_pct=st.none() | st.integers(0, 100),
+        tamper=st.booleans(),
+        battery_low=st.booleans(),
+        flags=U8,
+        tag=st.binary(max_size=16),
+    ),
+    Ack: st.builds(Ack, seq=U16, acked_seq=U16),
+    Nak: st.builds(Nak, seq=U16, acked_seq=U16, reason=U8),
+    Indication: st.builds(Indication, seq=U16, device_id=U32, state=U8),
+    Ping: st.builds(Ping, seq=U16),
+    TimeSync: st.builds(
+        TimeSync, seq=U16, unix_ms=st.integers(0, 2**64 - 1), trusted=st.booleans()
+    ),
+}
+FRAMES = st.one_of(*FRAME_STRATEGIES.values())
+
+
+def test_the_strategies_cover_every_frame_type() -> None:
+    # FRAMES feeds the round-trip and the garbage properties below; a new frame class
+    # must be added there too.
+    assert set(FRAME_STRATEGIES) == set(fr.FRAME_CLASSES.values())
 
 
 @given(FRAMES)
@@ -479,7 +590,7 @@ def test_decode_refuses_two_frames() -> None:
 
 def test_codec_imports_no_io_libraries() -> None:
     code = (
-        "import sys, firmware_bridge.frames, firmware_bridge.sim\n"
+        "import sys, firmware_bridge.frames, firmware_bridge.auth, firmware_bridge.sim\n"
         "bad = {'asyncio', 'serial', 'serial_asyncio_fast'} & set(sys.modules)\n"
         "assert not bad, bad\n"
     )

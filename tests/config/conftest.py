@@ -32,10 +32,17 @@ route = "site"
 site_ref = "SITE-1"
 """
 
-MINIMAL_CREDENTIALS = """\
+# Obviously fake button key (bytes 00..0f): the loader wants one for every hmac device.
+TEST_KEY = "000102030405060708090a0b0c0d0e0f"
+
+# [device_keys] comes last so a test can append a key line for a device it adds.
+MINIMAL_CREDENTIALS = f"""\
 [aura]
 client_id = "test-client"
 client_secret = "test-secret"
+
+[device_keys]
+00000001 = "{TEST_KEY}"
 """
 
 WriteConfig = Callable[..., Path]

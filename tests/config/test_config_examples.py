@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, ConfigError, load_config, summarize
+from gateway.config.checks import SPOOFABLE
 from gateway.config.models import CustomerDevice, FixedLocation, LiveLocation, SiteDevice
+from gateway.demo import SIM_DEVICE_KEYS
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 SIM_DIR = "/tmp/aura-gateway-sim"
+PLACEHOLDER_KEY = bytes(16)
 
 
 def _load_example(tmp_path: Path) -> Config:
@@ -30,8 +33,12 @@ def _load_sim(tmp_path: Path) -> Config:
     (tmp_path / "gateway.sim.toml").write_text(text.replace(SIM_DIR, str(tmp_path / "sim")))
     shutil.copy(CONFIG_DIR / "devices.sim.toml", tmp_path)
     (tmp_path / "sim").mkdir()
+    # As the demo writes it: the sandbox's client and the simulated buttons' keys.
+    keys = "".join(f'{dev} = "{key}"\n' for dev, key in SIM_DEVICE_KEYS.items())
     credentials = tmp_path / "sim" / "credentials.toml"
-    credentials.write_text('[aura]\nclient_id = "sandbox-client"\nclient_secret = "s"\n')
+    credentials.write_text(
+        '[aura]\nclient_id = "sandbox-client"\nclient_secret = "s"\n\n[device_keys]\n' + keys
+    )
     os.chmod(credentials, 0o600)
     return load_config(tmp_path / "gateway.sim.toml")
 
@@ -49,10 +56,16 @@ def test_every_example_file_is_covered() -> None:
 
 def test_production_example_loads(tmp_path: Path) -> None:
     config = _load_example(tmp_path)
-    assert config.warnings == []
+    # The one fixed-code button is there to show the warning a technician will see.
+    assert [(w.file, w.key, w.message) for w in config.warnings] == [
+        (tmp_path / "devices.toml", "devices[4].auth", SPOOFABLE)
+    ]
     assert str(config.gateway.aura.base_url) == "https://staging-panic.aura.services/"
     assert config.gateway.inputs[0].port == "/dev/serial/by-id/usb-AURA_Receiver-if00"
     assert config.journal_path == Path("/var/lib/aura-gateway/journal.sqlite")
+    assert config.status_path == Path("/run/aura-gateway/status.json")
+    (receiver,) = config.gateway.inputs
+    assert (receiver.watchdog_s, receiver.repeat_window_s) == (30, 5)
     assert config.devices_path == tmp_path / "devices.toml"
     assert config.credentials_path == tmp_path / "credentials.toml"
     routes = [d.route for d in config.devices.devices]
@@ -67,14 +80,31 @@ def test_production_example_loads(tmp_path: Path) -> None:
     assert config.device_type(live).has_gps
 
 
+def test_production_example_keys(tmp_path: Path) -> None:
+    config = _load_example(tmp_path)
+    auth = {d.id: d.auth for d in config.devices.devices}
+    assert list(auth.values()) == ["hmac", "hmac", "hmac", "hmac", "none"]
+    fixed_code = config.device("1a2b3c80")
+    assert isinstance(fixed_code, SiteDevice) and fixed_code.auth == "none"
+    # A key for every authenticated button and none for the fixed-code one. Each is the
+    # all-zero placeholder: a real key is never committed.
+    assert {dev: config.device_key(dev) for dev in auth} == {
+        dev: (PLACEHOLDER_KEY if mode == "hmac" else None) for dev, mode in auth.items()
+    }
+    assert set(config.credentials.device_keys) == {d for d, m in auth.items() if m == "hmac"}
+
+
 def test_production_example_summary(tmp_path: Path) -> None:
     config = _load_example(tmp_path)
     text = summarize(config)
     for device in config.devices.devices:
         assert device.id in text
     assert "https://staging-panic.aura.services" in text
-    assert "4 (by route: customer 2, device 1, site 1;" in text
+    assert "5 (by route: customer 2, device 1, site 2;" in text
     assert "REPLACE-WITH" not in text
+    assert "0" * 32 not in text
+    assert text.count("none (spoofable)") == 1
+    assert "1 warning(s):" in text
 
 
 def test_credentials_example_as_shipped_is_refused(tmp_path: Path) -> None:
@@ -88,11 +118,13 @@ def test_credentials_example_as_shipped_is_refused(tmp_path: Path) -> None:
 
 def test_sim_config_loads(tmp_path: Path) -> None:
     config = _load_sim(tmp_path)
-    assert config.warnings == []
+    assert config.warnings == []  # every simulated button authenticates
     assert str(config.gateway.aura.base_url) == "http://127.0.0.1:8765/"
     assert config.gateway.aura.poll_interval_s == 2
     assert config.gateway.inputs[0].port == str(tmp_path / "sim" / "receiver")
     assert config.journal_path == tmp_path / "sim" / "journal.sqlite"
+    assert config.status_path == tmp_path / "sim" / "status.json"
+    assert config.gateway.inputs[0].watchdog_s == 30
     assert config.credentials_path == tmp_path / "sim" / "credentials.toml"
     assert config.devices_path == tmp_path / "devices.sim.toml"
     position = config.gateway.gateway.position
@@ -137,6 +169,14 @@ def test_sim_devices_match_the_demo(tmp_path: Path) -> None:
     assert unsubscribed.customer_id == 1002
 
 
+def test_sim_devices_have_the_demo_keys(tmp_path: Path) -> None:
+    config = _load_sim(tmp_path)
+    assert [d.auth for d in config.devices.devices] == ["hmac"] * 4
+    assert sorted(SIM_DEVICE_KEYS) == sorted(d.id for d in config.devices.devices)
+    for device in config.devices.devices:
+        assert config.device_key(device.id) == bytes.fromhex(SIM_DEVICE_KEYS[device.id])
+
+
 def test_sim_config_points_at_the_demo_paths() -> None:
     # The demo writes and opens these exact paths.
     text = (CONFIG_DIR / "gateway.sim.toml").read_text()
@@ -144,6 +184,7 @@ def test_sim_config_points_at_the_demo_paths() -> None:
         'base_url = "http://127.0.0.1:8765"',
         f'port = "{SIM_DIR}/receiver"',
         f'journal_path = "{SIM_DIR}/journal.sqlite"',
+        f'status_path = "{SIM_DIR}/status.json"',
         f'credentials_file = "{SIM_DIR}/credentials.toml"',
         'devices_file = "devices.sim.toml"',
     ):
@@ -157,3 +198,6 @@ def test_sim_summary(tmp_path: Path) -> None:
     assert "SHOP-CPT-001" in text
     assert "customer 1002" in text
     assert "http://127.0.0.1:8765" in text
+    assert "spoofable" not in text
+    for key in SIM_DEVICE_KEYS.values():
+        assert key not in text

@@ -23,6 +23,11 @@ BOTH = (
     'predefined_location_id = ... } for a fixed site or location = { policy = "live" }'
 )
 
+NO_KEY = (
+    "no key for device '{id}': add it under [device_keys] in the credentials file, or set "
+    'auth = "none" for a fixed-code button (spoofable)'
+)
+
 CASES: dict[str, list[str]] = {
     "unknown_key_in_aura": [
         "gateway.toml:7 aura.poll_intervall_s: unknown key (typo? did you mean 'poll_interval_s'?)",
@@ -96,6 +101,12 @@ CASES: dict[str, list[str]] = {
     "base_url_with_path": [
         "gateway.toml:6 aura.base_url: must be the host only, like 'https://panic.aura.services'; "
         "the path '/panic-api/v2' belongs in api_prefix",
+    ],
+    # An authenticated button (auth = "hmac", the default) needs its key; the message is on
+    # the device's id line. The auth = "none" device is only a warning.
+    "device_key_missing": [
+        f"devices.toml:13 devices[1].id: {NO_KEY.format(id='00a1b2c4')}",
+        f"devices.toml:28 devices[3].id: {NO_KEY.format(id='00a1b2c6')}",
     ],
     # Schema errors in gateway.toml do not stop the checks of the two other files.
     "several_files": [
@@ -217,3 +228,34 @@ def test_duplicate_check_still_runs_when_an_entry_is_invalid(write_config, minim
         "devices.toml:12 devices[1].type: unknown device type 'nope' (known: button)",
         "devices.toml:14 devices[1].site_ref: String should have at least 1 character",
     ]
+
+
+def test_missing_key_without_a_device_keys_table(write_config, minimal) -> None:
+    credentials = minimal["credentials"].split("[device_keys]")[0]
+    assert "00000001" not in credentials
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(credentials=credentials))
+    assert str(caught.value) == f"devices.toml:5 devices[0].id: {NO_KEY.format(id='00000001')}"
+
+
+def test_missing_key_is_reported_with_the_other_errors(write_config, minimal) -> None:
+    # A key for another device does not count; the gateway.toml error comes first.
+    credentials = minimal["credentials"].replace("00000001 =", "00000002 =")
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            write_config(
+                gateway=minimal["gateway"].replace('name = "test"', 'name = ""'),
+                credentials=credentials,
+            )
+        )
+    assert str(caught.value).splitlines() == [
+        "gateway.toml:2 gateway.name: String should have at least 1 character",
+        f"devices.toml:5 devices[0].id: {NO_KEY.format(id='00000001')}",
+    ]
+
+
+def test_auth_must_be_hmac_or_none(write_config, minimal) -> None:
+    devices = minimal["devices"] + 'auth = "fixed-code"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(devices=devices))
+    assert str(caught.value) == "devices.toml:9 devices[0].auth: Input should be 'hmac' or 'none'"

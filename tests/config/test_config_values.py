@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, ConfigProblem, load_config, load_devices, summarize
+from gateway.config.checks import SPOOFABLE
 from gateway.config.models import (
     AuraPaths,
     AuraSettings,
@@ -26,6 +27,7 @@ name = "gw-under-test"
 devices_file = "sub/buttons.toml"
 credentials_file = "../secret/aura.toml"
 journal_path = "state/journal.sqlite"
+status_path = "run/status.json"
 log_level = "DEBUG"
 max_fix_age_s = 42.5
 
@@ -56,6 +58,8 @@ type = "serial"
 name = "rx-left"
 port = "/dev/ttyAMA0"
 baudrate = 57600
+watchdog_s = 45
+repeat_window_s = 2.5
 ack_timeout_s = 0.25
 reopen_backoff_max_s = 5
 """
@@ -93,7 +97,19 @@ device_type_id = 5
 raise_message_type = 9
 """
 
-CREDENTIALS = '[aura]\nclient_id = "id"\nclient_secret = "secret"\n'
+# Fake keys, one per device: ids in another case than devices.toml, a 16- and a 32-byte key.
+KEY_16 = "000102030405060708090a0b0c0d0e0f"
+KEY_32 = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"
+CREDENTIALS = f"""\
+[aura]
+client_id = "id"
+client_secret = "secret"
+
+[device_keys]
+00ABCDEF = "{KEY_16}"
+00000002 = "{KEY_32}"
+"00000003" = "{KEY_16}"
+"""
 
 
 @pytest.fixture
@@ -131,11 +147,23 @@ def test_non_default_values_reach_the_model(tree: Path) -> None:
         name="rx-left",
         port="/dev/ttyAMA0",
         baudrate=57600,
+        watchdog_s=45,
+        repeat_window_s=2.5,
         ack_timeout_s=0.25,
         reopen_backoff_max_s=5,
     )
     assert config.devices.device_types["pendant"].raise_gestures == ["double", "hold"]
     assert config.credentials.aura.client_id.get_secret_value() == "id"
+    assert config.status_path == tree.parent / "run" / "status.json"
+
+
+def test_defaults_of_the_newer_settings(write_config) -> None:
+    config = load_config(write_config())
+    (inp,) = config.gateway.inputs
+    assert (inp.watchdog_s, inp.repeat_window_s) == (30, 5)
+    assert config.status_path == Path("/run/aura-gateway/status.json")
+    assert config.gateway.gateway.status_path == config.status_path
+    assert [d.auth for d in config.devices.devices] == ["hmac"]
 
 
 def test_every_setting_is_exercised() -> None:
@@ -163,8 +191,10 @@ def test_relative_paths_resolve_against_gateway_toml(tree: Path, monkeypatch) ->
     assert config.devices_path == root / "etc" / "sub" / "buttons.toml"
     assert config.credentials_path == root / "secret" / "aura.toml"
     assert config.journal_path == root / "etc" / "state" / "journal.sqlite"
+    assert config.status_path == root / "etc" / "run" / "status.json"
     # The model carries the same resolved paths.
     assert config.gateway.gateway.journal_path == config.journal_path
+    assert config.gateway.gateway.status_path == config.status_path
     assert config.gateway.gateway.devices_file == config.devices_path
     assert config.gateway.gateway.credentials_file == config.credentials_path
 
@@ -185,6 +215,34 @@ def test_device_lookup_ignores_case(tree: Path) -> None:
     assert config.device_type(device).has_gps
 
 
+def test_device_keys(tree: Path) -> None:
+    config = load_config(tree)
+    key_16, key_32 = bytes.fromhex(KEY_16), bytes.fromhex(KEY_32)
+    assert (len(key_16), len(key_32)) == (16, 32)
+    # "00ABCDEF" in the credentials file, "00AbCdEf" in devices.toml: ids ignore case.
+    assert config.device_key("00abcdef") == key_16
+    assert config.device_key("00ABCDEF") == key_16
+    assert config.device_key("00000002") == key_32
+    assert config.device_key("00000003") == key_16
+    assert config.device_key("ffffffff") is None
+
+
+def test_key_ids_ignore_case(write_config, minimal) -> None:
+    devices = minimal["devices"].replace('id = "00000001"', 'id = "00a1b2c3"')
+    credentials = minimal["credentials"].replace('00000001 = "', '00A1B2C3 = "')
+    config = load_config(write_config(devices=devices, credentials=credentials))
+    assert config.warnings == []
+    assert config.device_key("00a1b2c3") == bytes(range(16))
+    assert config.device_key("00A1B2C3") == bytes(range(16))
+
+
+def test_key_with_upper_case_hex_digits(write_config, minimal) -> None:
+    credentials = minimal["credentials"].replace("0a0b0c0d0e0f", "0A0B0C0D0E0F")
+    assert "0A0B0C0D0E0F" in credentials
+    config = load_config(write_config(credentials=credentials))
+    assert config.device_key("00000001") == bytes(range(16))
+
+
 def test_device_route_values(tree: Path) -> None:
     config = load_config(tree)
     customer, site, event = config.devices.devices
@@ -192,6 +250,7 @@ def test_device_route_values(tree: Path) -> None:
         "id": "00abcdef",
         "type": "pendant",
         "label": "Front desk",
+        "auth": "hmac",
         "route": "customer",
         "customer_id": 1001,
         "response_type_id": 3,
@@ -202,6 +261,7 @@ def test_device_route_values(tree: Path) -> None:
         "id": "00000002",
         "type": "pendant",
         "label": "",
+        "auth": "hmac",
         "route": "site",
         "site_ref": "SITE-9",
         "response_type_id": 2,
@@ -219,8 +279,11 @@ def test_summary_lists_the_essentials(tree: Path) -> None:
     assert "https://staging-panic.aura.services  api prefix /panic-api/v9" in text
     assert "rx-left: serial /dev/ttyAMA0 at 57600 baud" in text
     assert "state/journal.sqlite" in text
+    assert f"status file  {tree.parent / 'run' / 'status.json'}" in text
     assert "3 (by route: customer 1, device 1, site 1; by type: pendant 3)" in text
     assert "00abcdef  pendant  customer  customer 1001" in text
+    assert "hmac" in text
+    assert "spoofable" not in text
     assert "site SITE-9" in text
 
 
@@ -268,8 +331,35 @@ def test_live_device_without_gps_is_fine_with_a_gateway_position(write_config, m
         '\n[[devices]]\nid = "2"\ntype = "button"\nroute = "customer"\ncustomer_id = 1\n'
         'response_type_id = 1\nlocation = { policy = "live" }\n'
     )
-    config = load_config(write_config(gateway=gateway, devices=devices))
+    credentials = minimal["credentials"] + f'2 = "{KEY_16}"\n'
+    config = load_config(write_config(gateway=gateway, devices=devices, credentials=credentials))
     assert config.warnings == []
+
+
+def test_unauthenticated_button_is_a_warning(write_config, minimal) -> None:
+    # auth = "none" needs no key, and loads; check-config says it is spoofable.
+    devices = minimal["devices"] + 'auth = "none"\n'
+    credentials = minimal["credentials"].split("[device_keys]")[0]
+    config = load_config(write_config(devices=devices, credentials=credentials))
+    (device,) = config.devices.devices
+    assert device.auth == "none"
+    assert config.device_key(device.id) is None
+    assert config.warnings == [
+        ConfigProblem(config.devices_path, 9, "devices[0].auth", SPOOFABLE, "warning")
+    ]
+    assert str(config.warnings[0]) == (
+        "devices.toml:9 devices[0].auth: warning: auth = 'none': this button has no "
+        "authentication, so anyone with a radio can replay or forge its press (spoofable); "
+        "use an authenticated model where possible"
+    )
+    text = summarize(config)
+    assert "none (spoofable)" in text
+    assert "1 warning(s):" in text
+
+
+def test_unauthenticated_button_with_a_key_is_still_a_warning(write_config, minimal) -> None:
+    config = load_config(write_config(devices=minimal["devices"] + 'auth = "none"\n'))
+    assert [(w.key, w.message) for w in config.warnings] == [("devices[0].auth", SPOOFABLE)]
 
 
 # --------------------------------------------------------------------------- reload

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from firmware_bridge.sim import SimulatedReceiver
-from gateway.demo import DaemonProcess, write_sim_config
+from gateway.demo import DaemonProcess, sim_keys, write_sim_config
 from gateway.sandbox import AuraSandbox
+from gateway.statusfile import read_status
 
 # Short timings so scenarios take seconds; the code paths are the production ones.
 FAST_AURA: dict[str, Any] = {
@@ -29,7 +31,9 @@ def sandbox() -> Iterator[AuraSandbox]:
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[SimulatedReceiver]:
-    with SimulatedReceiver(link_path=tmp_path / "receiver", resend_interval_s=0.3) as sim:
+    with SimulatedReceiver(
+        link_path=tmp_path / "receiver", resend_interval_s=0.3, keys=sim_keys()
+    ) as sim:
         yield sim
 
 
@@ -43,14 +47,41 @@ class DaemonRunner:
         self.processes: list[DaemonProcess] = []
         self.config_path: Path | None = None
 
-    def write_config(self, **aura: Any) -> Path:
+    def write_config(
+        self,
+        *,
+        serial: dict[str, Any] | None = None,
+        devices_file: Path | None = None,
+        device_keys: dict[str, str] | None = None,
+        **aura: Any,
+    ) -> Path:
         self.config_path = write_sim_config(
             self.workdir,
             base_url=self.sandbox.base_url,
             port_path=str(self.workdir / "receiver"),
             aura={**FAST_AURA, **aura},
+            serial=serial,
+            devices_file=devices_file,
+            device_keys=device_keys,
         )
         return self.config_path
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.workdir / "status.json")
+
+    def wait_status(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict:
+        """Poll the daemon's status file until the predicate holds (or fail with it)."""
+        deadline = time.monotonic() + timeout
+        data: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                data = self.status()
+            except (FileNotFoundError, ValueError):
+                data = {}
+            if data and predicate(data):
+                return data
+            time.sleep(0.1)
+        raise AssertionError(f"status never matched within {timeout} s; last: {data}")
 
     def start(self) -> DaemonProcess:
         if self.config_path is None:

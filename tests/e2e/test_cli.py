@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tomli_w
+
+from gateway.demo import SIM_DEVICE_KEYS
+
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
@@ -25,7 +29,14 @@ def sim_copy(tmp_path: Path) -> Path:
     gateway = gateway.replace("/tmp/aura-gateway-sim/credentials.toml", "credentials.toml")
     (tmp_path / "gateway.toml").write_text(gateway)
     creds = tmp_path / "credentials.toml"
-    creds.write_text('[aura]\nclient_id = "id"\nclient_secret = "never-printed-secret"\n')
+    creds.write_text(
+        tomli_w.dumps(
+            {
+                "aura": {"client_id": "id", "client_secret": "never-printed-secret"},
+                "device_keys": SIM_DEVICE_KEYS,
+            }
+        )
+    )
     creds.chmod(0o600)
     return tmp_path / "gateway.toml"
 
@@ -35,6 +46,7 @@ def test_good_config_prints_a_summary_and_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "00a1b2c3" in result.stdout and "SHOP-CPT-001" in result.stdout
     assert "never-printed-secret" not in result.stdout + result.stderr
+    assert all(key not in result.stdout for key in SIM_DEVICE_KEYS.values())
 
 
 def test_bad_config_lists_every_problem_and_exits_1(tmp_path: Path) -> None:

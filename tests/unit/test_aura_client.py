@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from gateway.aura.client import AuraClient
 from gateway.config.models import AuraCredentials, AuraSettings
-from gateway.errors import CloudRejected, CloudRetryable, CloudUnauthorized
+from gateway.errors import CloudMalformed, CloudRejected, CloudRetryable, CloudUnauthorized
 
 SECRET = "s3cr3t-value-never-logged"
 CUSTOMER_REQUEST = {
@@ -104,6 +104,7 @@ async def test_jwt_exp_claim_bounds_token_lifetime() -> None:
     payload = base64.urlsafe_b64encode(json.dumps({"exp": time.time() + 30}).encode()).rstrip(b"=")
     jwt = f"eyJhbGciOiJIUzI1NiJ9.{payload.decode()}.sig"
     tokens = 0
+    now = [1000.0]
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal tokens
@@ -113,10 +114,74 @@ async def test_jwt_exp_claim_bounds_token_lifetime() -> None:
             return httpx.Response(200, json={"accessToken": jwt, "expiresIn": 1e10})
         return httpx.Response(200, json={"message": "ok", "callout": callout()})
 
-    client = make_client(handler)  # refresh margin 60 s > 30 s left: refreshed every call
+    client = AuraClient(
+        AuraSettings.model_validate({"base_url": "http://127.0.0.1:9"}),
+        AuraCredentials(client_id=SecretStr("cid"), client_secret=SecretStr(SECRET)),
+        transport=httpx.MockTransport(handler),
+        clock=lambda: now[0],
+    )
     await client.get_callout(880001)
+    await client.get_callout(880001)
+    assert tokens == 1  # 30 s left: still good, even though the margin is 60 s
+    now[0] += 16  # past half of its short life: refreshed before it can expire
     await client.get_callout(880001)
     assert tokens == 2
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(201, text="<html>gateway timeout</html>"),
+        httpx.Response(204),
+        httpx.Response(201, json={"message": "ok", "callout": {"id": "not-a-number"}}),
+        httpx.Response(201, json=["unexpected"]),
+        httpx.Response(201, json={"message": "accepted"}),
+        httpx.Response(302, headers={"Location": "http://127.0.0.1:9/login"}),
+    ],
+)
+async def test_unreadable_answers_are_retryable_never_a_crash(answer: httpx.Response) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth/token"):
+            return token_new()
+        return answer
+
+    client = make_client(handler)
+    with pytest.raises(CloudRetryable):
+        await client.raise_callout(CUSTOMER_REQUEST)
+    await client.aclose()
+
+
+@pytest.mark.parametrize("body", [["a", "list"], {"accessToken": 42}, {"tokenType": "Bearer"}])
+async def test_unreadable_token_answer_is_retryable(body: object) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    client = make_client(handler)
+    with pytest.raises(CloudMalformed):
+        await client.get_callout(880001)
+    await client.aclose()
+
+
+async def test_token_lifetime_in_an_unknown_format_still_works() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth/token"):
+            return httpx.Response(200, json={"accessToken": "t", "expiresIn": "1h"})
+        return httpx.Response(200, json={"message": "ok", "callout": callout()})
+
+    client = make_client(handler)
+    assert (await client.get_callout(880001)).id == 880001
+    await client.aclose()
+
+
+async def test_error_body_is_never_echoed_beyond_its_message() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"input": {"clientSecret": SECRET}})
+
+    client = make_client(handler)
+    with pytest.raises(CloudUnauthorized) as info:
+        await client.get_callout(1)
+    assert SECRET not in str(info.value)
     await client.aclose()
 
 

@@ -6,8 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from gateway.config import Config, load_config
+from gateway.demo import SIM_DEVICE_KEYS
 from gateway.engine import Attach, Engine, Ignore, Raise
 from gateway.signals import Fix, Press, Stamp
 
@@ -35,7 +37,11 @@ def config(tmp_path: Path) -> Config:
     )
     (tmp_path / "gateway.toml").write_text(text)
     creds = tmp_path / "credentials.toml"
-    creds.write_text('[aura]\nclient_id = "c"\nclient_secret = "s"\n')
+    creds.write_text(
+        tomli_w.dumps(
+            {"aura": {"client_id": "c", "client_secret": "s"}, "device_keys": SIM_DEVICE_KEYS}
+        )
+    )
     creds.chmod(0o600)
     return load_config(tmp_path / "gateway.toml")
 

@@ -149,3 +149,39 @@ def test_press_claimed_for_an_idle_uplink_is_in_flight_after_a_crash(tmp_path: P
     attempt = Journal(path).claim_next_alarm()
     assert attempt is not None and attempt.item == stored.claimed.item
     assert attempt.incident.state == SENDING
+
+
+def test_journal_of_the_first_version_is_migrated_keeping_its_presses(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE presses (id INTEGER PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE,"
+        " source TEXT NOT NULL, device_id TEXT NOT NULL, gesture TEXT NOT NULL, counter INTEGER,"
+        " battery_pct INTEGER, rssi_dbm INTEGER, mono_ns INTEGER NOT NULL, boot_id TEXT NOT NULL,"
+        " wall REAL NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL, incident_id TEXT);"
+        "INSERT INTO presses VALUES (1, 'rf:x:1', 's', 'x', 'single', 1, NULL, NULL, 5, 'b', 1.0,"
+        " 'ignore', 'r', NULL);"
+    )
+    old.commit()
+    old.close()
+    journal = Journal(path)
+    assert journal.press_count() == 1
+    indexes = {row[1] for row in journal._db.execute("PRAGMA index_list(presses)")}
+    assert "presses_dedup" in indexes
+    # A fixed-code button's same code, later, is a new press now.
+    fixed = Press("s", "x", "single", "rf:x:1", 1, stamp=Stamp(mono_ns=10**15, wall=2.0))
+    assert journal.commit_press(fixed, decision="ignore", reason="r").verdict == "stored"
+
+
+def test_heard_before_follows_receiver_order_within_one_session() -> None:
+    from gateway.journal import counter_is_replay, heard_before
+
+    assert heard_before("abcd:10", "abcd:11")
+    assert not heard_before("abcd:11", "abcd:10")
+    assert heard_before("abcd:65535", "abcd:2")  # sequence numbers wrap at 16 bits
+    assert not heard_before("abcd:10", "beef:11")  # another receiver session proves nothing
+    assert not heard_before(None, "abcd:11")
+    assert counter_is_replay(4, "abcd:12", 5, "abcd:11")  # older counter, heard later
+    assert not counter_is_replay(4, "abcd:10", 5, "abcd:11")  # older, but heard first
+    assert counter_is_replay(5, "abcd:10", 5, "abcd:11")  # the same counter again
+    assert not counter_is_replay(6, "abcd:12", 5, "abcd:11")

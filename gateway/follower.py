@@ -1,0 +1,191 @@
+"""Following open callouts until AURA closes them (DESIGN.md §3).
+
+Every ``poll_interval_s`` (and at once after a raise or a further press) each open
+callout is polled: with the newest fresh fix through "update location and return
+callout" while a live source moves, else with a plain read. A callout is over when AURA
+answers HTTP 285, gives a closed status, answers 404, or leaves its list of active
+callouts (checked on two polls in a row, since its status is free text). Presses that
+were attached to it after the last poll that saw it open are raised again: nobody may
+press into a callout that had already ended and be left without help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from gateway.aura.client import AuraClient, Callout
+from gateway.backoff import Backoff
+from gateway.config.models import AuraSettings
+from gateway.engine import Engine
+from gateway.errors import (
+    CloudError,
+    CloudRejected,
+    CloudRetryable,
+    CloudUnauthorized,
+    JournalError,
+)
+from gateway.journal import OPEN, AsyncJournal, Incident
+from gateway.signals import BOOT_ID
+from gateway.status import StatusModel
+
+logger = logging.getLogger(__name__)
+
+Tell = Callable[[str, str], Awaitable[None]]
+Closed = Callable[[Incident, int], Awaitable[None]]
+
+
+class Follower:
+    def __init__(
+        self,
+        client: AuraClient,
+        journal: AsyncJournal,
+        engine: Engine,
+        status: StatusModel,
+        settings: AuraSettings,
+        *,
+        tell: Tell,
+        on_closed: Closed,
+        creating: Callable[[], bool],
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.client = client
+        self.journal = journal
+        self.engine = engine
+        self.status = status
+        self.settings = settings
+        self.wake = asyncio.Event()
+        self._tell = tell
+        self._on_closed = on_closed
+        self._creating = creating
+        self._clock_ns = clock_ns
+        self._seen_open: dict[str, int] = {}  # incident -> last poll that found it open
+        self._missing: set[str] = set()  # incidents absent from the active list last time
+        self.alive_ns = clock_ns()
+
+    async def run(self) -> None:
+        # Warm up: token and connection ready before the first press needs them.
+        with contextlib.suppress(CloudError):
+            await self.client.authenticate()
+        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        while True:
+            self.alive_ns = self._clock_ns()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
+            self.wake.clear()
+            if self._creating():
+                continue  # alarms first: no location traffic while a raise is in flight
+            try:
+                await self._cycle()
+            except (CloudRetryable, CloudUnauthorized) as exc:
+                unauthorized = isinstance(exc, CloudUnauthorized)
+                self.status.set_uplink("unauthorized" if unauthorized else "down", str(exc))
+                await asyncio.sleep(backoff.next_delay(getattr(exc, "retry_after", None)))
+            except JournalError as exc:
+                logger.error("event=journal_error error=%s", exc)
+                await asyncio.sleep(1.0)
+            except Exception:
+                # Last resort: log it and keep following; the daemon must not die of it.
+                logger.exception("event=follow_fault")
+                await asyncio.sleep(backoff.next_delay())
+            else:
+                backoff.reset()
+
+    async def _cycle(self) -> None:
+        incidents = await self.journal.call(lambda j: j.incidents((OPEN,)))
+        if not incidents:
+            return
+        active = {c.id for c in await self.client.active_callouts()}
+        for incident in incidents:
+            if incident.callout_id in active:
+                self._missing.discard(incident.id)
+            elif incident.id in self._missing:
+                await self._closed(incident, None, "no longer among AURA's active callouts")
+                continue
+            else:
+                self._missing.add(incident.id)
+            await self._follow(incident)
+
+    async def _follow(self, incident: Incident) -> None:
+        assert incident.callout_id is not None
+        polled_ns = self._clock_ns()
+        fix = self.engine.fresh_fix(incident.device_id) if _is_live(incident) else None
+        try:
+            if fix is not None:
+                location = {
+                    "latitude": fix.latitude,
+                    "longitude": fix.longitude,
+                    "accuracy": fix.accuracy_m,
+                }
+                callout = await self.client.update_location_and_return(
+                    incident.callout_id, location
+                )
+                logger.info(
+                    "event=location_sent incident=%s callout=%s accuracy_m=%.0f fix_age_s=%.1f",
+                    incident.id,
+                    incident.callout_id,
+                    fix.accuracy_m,
+                    (polled_ns - fix.taken_mono_ns) / 1e9,
+                )
+            else:
+                callout = await self.client.get_callout(incident.callout_id)
+        except CloudRejected as exc:
+            if exc.status == 404:
+                await self._closed(incident, None, f"AURA no longer knows it: {exc}")
+                return
+            logger.error(
+                "event=follow_error incident=%s callout=%s error=%s",
+                incident.id,
+                incident.callout_id,
+                exc,
+            )
+            return
+        self.status.set_uplink("up")
+        if callout.status and callout.status != incident.aura_status:
+            await self.journal.call(lambda j: j.set_aura_status(incident.id, callout.status))
+            self.status.open_callouts[incident.id] = callout.status
+            self.status.changed()
+            logger.info(
+                "event=callout_stage incident=%s callout=%s stage=%r",
+                incident.id,
+                incident.callout_id,
+                callout.status,
+            )
+            if "scene" in callout.status.lower():
+                await self._tell(incident.device_id, "on_scene")
+        if callout.closed:
+            await self._closed(incident, callout, "closed by AURA")
+        else:
+            self._seen_open[incident.id] = polled_ns
+
+    async def _closed(self, incident: Incident, callout: Callout | None, why: str) -> None:
+        stage = callout.status if callout is not None else None
+        await self.journal.call(lambda j: j.mark_closed(incident.id, stage))
+        self.engine.incident_ended(incident.id)
+        self.status.open_callouts.pop(incident.id, None)
+        self._missing.discard(incident.id)
+        self.status.changed()
+        logger.info(
+            "event=callout_closed incident=%s callout=%s stage=%r why=%r",
+            incident.id,
+            incident.callout_id,
+            stage,
+            why,
+        )
+        await self._tell(incident.device_id, "clear")
+        # Presses attached after the last poll that saw it open may have come after the end.
+        seen = self._seen_open.pop(incident.id, None)
+        if seen is None:
+            seen = incident.press_mono_ns if incident.press_boot_id == BOOT_ID else 0
+        await self._on_closed(incident, seen)
+
+
+def _is_live(incident: Incident) -> bool:
+    """Only live-location callouts stream coordinates; fixed sites are just polled."""
+    request = incident.request
+    if request["route"] == "customer":
+        return "location" in request["body"]
+    return request["route"] == "device"
