@@ -92,9 +92,11 @@ def main() -> int:
         finally:
             daemon.stop()
 
-    stored = sqlite3.connect(workdir / "journal.sqlite").execute(
-        "SELECT COUNT(*) FROM presses"
-    ).fetchone()[0]
+    stored = (
+        sqlite3.connect(workdir / "journal.sqlite")
+        .execute("SELECT COUNT(*) FROM presses")
+        .fetchone()[0]
+    )
     frame = Press(seq=1, device_id=devices[0], counter=1, gesture="single", tag=b"\0" * 8)
     wire_bytes = len(frame.to_bytes()) + 1  # the simulated receiver prefixes a delimiter
     line_fps = BAUD / (wire_bytes * BITS_PER_BYTE)
@@ -103,8 +105,10 @@ def main() -> int:
     print(f"  acknowledged (stored)  {fps:8.0f} frames/s   ({finished - first:.2f} s)")
     print(f"  115200-baud line rate  {line_fps:8.0f} frames/s   ({wire_bytes} bytes a frame)")
     print(f"  ratio                  {fps / line_fps:8.2f} x     (target: at least 4x)")
-    print(f"  stored in the journal  {stored} of {len(seqs)}; resends {resends}; "
-          f"writer busy {writing_s:.2f} s")
+    print(
+        f"  stored in the journal  {stored} of {len(seqs)}; resends {resends}; "
+        f"writer busy {writing_s:.2f} s"
+    )
     return 0 if stored == len(seqs) else 1
 
 

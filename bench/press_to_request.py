@@ -63,7 +63,8 @@ def http_floor(sandbox: AuraSandbox, seed: SandboxSeed, n: int) -> list[float]:
     return out
 
 
-def write_devices(path: Path, n: int) -> list[int]:
+def write_devices(path: Path, n: int) -> dict[int, bytes]:
+    """n authenticated desk buttons, each its own customer, and their keys."""
     ids = [0x10000000 + i for i in range(n)]
     path.write_text(
         tomli_w.dumps(
@@ -83,7 +84,7 @@ def write_devices(path: Path, n: int) -> list[int]:
             }
         )
     )
-    return ids
+    return {dev: dev.to_bytes(4, "big") * 4 for dev in ids}
 
 
 def main() -> int:
@@ -94,13 +95,18 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="aura-bench-"))
     seed = SandboxSeed(customers={2001 + i: True for i in range(args.presses + WARMUP)})
-    with AuraSandbox(seed) as sandbox, SimulatedReceiver(link_path=workdir / "receiver") as sim:
-        devices = write_devices(workdir / "devices.toml", args.presses + WARMUP)
+    keys = write_devices(workdir / "devices.toml", args.presses + WARMUP)
+    devices = sorted(keys)
+    with (
+        AuraSandbox(seed) as sandbox,
+        SimulatedReceiver(link_path=workdir / "receiver", keys=keys) as sim,
+    ):
         config = write_sim_config(
             workdir,
             base_url=sandbox.base_url,
             port_path=str(workdir / "receiver"),
             devices_file=workdir / "devices.toml",
+            device_keys={f"{dev:08x}": key.hex() for dev, key in keys.items()},
             aura={"poll_interval_s": 60.0},  # keep follower polls out of the way
         )
         daemon = DaemonProcess(config, echo=lambda line: None)

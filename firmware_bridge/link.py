@@ -28,7 +28,7 @@ import logging
 import random
 import termios
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
@@ -146,6 +146,7 @@ class ReceiverLink:
         self._decoder = FrameDecoder(on_error=self._on_frame_error)
         self._link_counters = LinkCounters()
         self._queue: asyncio.Queue[_QueueItem] = asyncio.Queue()
+        self._pushback: _QueueItem | None = None  # a loss marker ready_frames() put back
         self._protocol: _LinkProtocol | None = None
         self._transport: asyncio.Transport | None = None
         self._reading_paused = False
@@ -204,6 +205,31 @@ class ReceiverLink:
         finally:
             self._iterating = False
 
+    def ready_frames(self, limit: int = 256) -> list[Frame]:
+        """Frames already decoded and waiting, taken without waiting (up to ``limit``).
+
+        For the consumer of :meth:`frames` to handle a burst as one batch (one journal
+        transaction for many presses). A loss marker stays queued for :meth:`frames`.
+        """
+        out: list[Frame] = []
+        while len(out) < limit and self._pushback is None:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if isinstance(item, _Lost):
+                self._pushback = item  # the next frames() step sees the loss
+            else:
+                out.append(item)
+        if (
+            self._reading_paused
+            and self._queue.qsize() <= RX_QUEUE_LOW
+            and self._transport is not None
+        ):
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return out
+
     async def send(self, frame: Frame) -> None:
         """Write ``frame`` to the receiver.
 
@@ -234,9 +260,9 @@ class ReceiverLink:
         Raises:
             LinkDown: the port is not open.
         """
-        return await self._send_new(
-            lambda seq: Indication(seq=seq, device_id=device_id, state=state)
-        )
+        seq = self._next_tx_seq()
+        await self.send(Indication(seq=seq, device_id=device_id, state=state))
+        return seq
 
     async def send_time(self, unix_ms: int, trusted: bool) -> int:
         """Tell the receiver the wall time and whether the gateway's clock is trusted.
@@ -246,7 +272,9 @@ class ReceiverLink:
         Raises:
             LinkDown: the port is not open.
         """
-        return await self._send_new(lambda seq: TimeSync(seq=seq, unix_ms=unix_ms, trusted=trusted))
+        seq = self._next_tx_seq()
+        await self.send(TimeSync(seq=seq, unix_ms=unix_ms, trusted=trusted))
+        return seq
 
     async def ping(self) -> int:
         """Ask the receiver to announce itself; a live receiver answers with HELLO.
@@ -257,12 +285,9 @@ class ReceiverLink:
         Raises:
             LinkDown: the port is not open.
         """
-        return await self._send_new(lambda seq: Ping(seq=seq))
-
-    async def _send_new(self, build: Callable[[int], Frame]) -> int:
-        frame = build(self._next_tx_seq())
-        await self.send(frame)
-        return frame.seq
+        seq = self._next_tx_seq()
+        await self.send(Ping(seq=seq))
+        return seq
 
     def _write_frame(self, frame: Frame) -> None:
         transport = self._transport
@@ -427,6 +452,9 @@ class ReceiverLink:
         """Next queued frame or loss marker; None once the link is closed."""
         if self._closing.is_set():
             return None
+        if self._pushback is not None:
+            pushed, self._pushback = self._pushback, None
+            return pushed
         item = await self._queue.get()
         if self._closing.is_set():
             return None

@@ -221,6 +221,7 @@ class SimulatedReceiver:
         self._indications: list[tuple[int, int, int]] = []
         self._time_syncs: list[tuple[int, int, bool]] = []
         self._decoder = FrameDecoder()  # used by the simulator thread only
+        self._decoder_gen = 0  # the pty generation the decoder's buffer belongs to
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -328,6 +329,7 @@ class SimulatedReceiver:
 
     def hello(self) -> int:
         """Send HELLO; returns its seq."""
+        self._require_started()
         return self._send_hello()
 
     def press(
@@ -529,7 +531,7 @@ class SimulatedReceiver:
 
     def _send_hello(self, *, front: bool = False, coalesce: bool = False) -> int:
         major, minor, patch = SIM_FW_VERSION
-        return self._send(
+        return self._queue(
             lambda seq: Hello(
                 seq=seq,
                 receiver_id=self.receiver_id,
@@ -543,7 +545,15 @@ class SimulatedReceiver:
             coalesce=coalesce,
         )
 
-    def _send(
+    def _send(self, build: Callable[[int], Frame], *, repeats: int = 1, radio: int = 0) -> int:
+        """Queue a frame that expects an answer; the thread writes and resends it.
+
+        ``radio`` is how many radio frames it stands for (the heartbeat reports them).
+        """
+        self._require_started()
+        return self._queue(build, repeats=repeats, radio=radio)
+
+    def _queue(
         self,
         build: Callable[[int], Frame],
         *,
@@ -553,8 +563,8 @@ class SimulatedReceiver:
         front: bool = False,
         coalesce: bool = False,
     ) -> int:
-        """Queue a frame that expects an answer; the thread writes and resends it."""
-        self._require_started()
+        """:meth:`_send` without the running check: the thread's own frames use it, so a
+        heartbeat or a HELLO racing :meth:`close` cannot raise in the thread."""
         with self._cond:
             if coalesce:
                 # PROTOCOL.md §5.4: a HELLO still outstanding answers this PING too.
@@ -617,7 +627,6 @@ class SimulatedReceiver:
                     poller.register(self._wake_r, select.POLLIN)
                     if self._master_fd >= 0:
                         poller.register(self._master_fd, select.POLLIN)
-                    self._decoder.reset()
             poller.poll(self._poll_timeout_ms())
             if self._stop.is_set():
                 return
@@ -649,6 +658,10 @@ class SimulatedReceiver:
         with self._io_lock:
             if self._master_fd < 0:
                 return
+            if self._decoder_gen != self._gen:
+                # A new pty: a partial frame from the old one must not glue onto it.
+                self._decoder.reset()
+                self._decoder_gen = self._gen
             try:
                 data = os.read(self._master_fd, 4096)
             except (BlockingIOError, InterruptedError):
@@ -724,7 +737,7 @@ class SimulatedReceiver:
                 return  # unpowered or hung: no heartbeat is the point
             self._counters.heartbeats += 1
             radio_frames = self._radio_frames
-        self._send(lambda seq: self._status(seq, radio_frames, 0), kind="heartbeat")
+        self._queue(lambda seq: self._status(seq, radio_frames, 0), kind="heartbeat")
 
     def _flush(self) -> None:
         """Write the queue in order, then the resends that are due."""

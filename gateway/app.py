@@ -76,8 +76,8 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
         on_closed=lambda incident, seen: router.reraise_after(incident, seen),
         creating=uplink.creating,
     )
-    uplink.raised = follower.wake  # poll a new callout at once
-    router = Router(engine, journal, status, uplink, recheck=follower.wake.set)
+    uplink.on_raised = follower.follow_soon
+    router = Router(engine, journal, status, uplink, recheck=follower.recheck)
     try:
         inputs += [
             input_class(cfg.type)(cfg, router, status, config) for cfg in config.gateway.inputs

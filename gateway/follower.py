@@ -34,6 +34,7 @@ from gateway.status import StatusModel
 
 logger = logging.getLogger(__name__)
 
+RECHECK_GAP_S = 1.0
 Tell = Callable[[str, str], Awaitable[None]]
 Closed = Callable[[Incident, int], Awaitable[None]]
 
@@ -63,23 +64,63 @@ class Follower:
         self._creating = creating
         self._clock_ns = clock_ns
         self._seen_open: dict[str, int] = {}  # incident -> last poll that found it open
+        self._next_full = 0.0  # monotonic time of the next poll of every open callout
+        self._last_full = 0.0
+        self._recheck_due = False
+        self._soon: set[str] = set()  # just raised: poll these at once, alone
         self._missing: set[str] = set()  # incidents absent from the active list last time
         self.alive_ns = clock_ns()
+
+    def follow_soon(self, incident_id: str) -> None:
+        """A callout was just raised: its first poll need not wait for the interval."""
+        self._soon.add(incident_id)
+        self.wake.set()
+
+    def recheck(self) -> None:
+        """A press was attached to an open callout: look at them all soon, in case it has
+        just ended. At most one such early round per ``RECHECK_GAP_S``, so a burst of
+        presses does not turn the follower into a busy poller."""
+        self._recheck_due = True
+        self.wake.set()
+
+    def _full_round_due(self, now: float) -> bool:
+        if now >= self._next_full:
+            return True
+        return self._recheck_due and now - self._last_full >= RECHECK_GAP_S
+
+    def _timeout(self, now: float) -> float:
+        due = self._next_full
+        if self._recheck_due:
+            due = min(due, self._last_full + RECHECK_GAP_S)
+        return max(0.0, due - now)
 
     async def run(self) -> None:
         # Warm up: token and connection ready before the first press needs them.
         with contextlib.suppress(CloudError):
             await self.client.authenticate()
+        self._next_full = time.monotonic() + self.settings.poll_interval_s
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
         while True:
             self.alive_ns = self._clock_ns()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval_s)
+            if not self._soon and not self._full_round_due(time.monotonic()):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self._timeout(time.monotonic()))
             self.wake.clear()
             if self._creating():
-                continue  # alarms first: no location traffic while a raise is in flight
+                # Alarms first: no location traffic while a raise is in flight.
+                await asyncio.sleep(0.05)
+                continue
             try:
-                await self._cycle()
+                now = time.monotonic()
+                if self._full_round_due(now):
+                    self._recheck_due = False
+                    self._soon.clear()
+                    self._last_full = now
+                    self._next_full = now + self.settings.poll_interval_s
+                    await self._round()
+                elif self._soon:
+                    soon, self._soon = self._soon, set()
+                    await self._round(only=soon)
             except (CloudRetryable, CloudUnauthorized) as exc:
                 unauthorized = isinstance(exc, CloudUnauthorized)
                 self.status.set_uplink("unauthorized" if unauthorized else "down", str(exc))
@@ -94,8 +135,14 @@ class Follower:
             else:
                 backoff.reset()
 
-    async def _cycle(self) -> None:
+    async def _round(self, only: set[str] | None = None) -> None:
+        """Poll open callouts: all of them (and check AURA's active list), or just some."""
         incidents = await self.journal.call(lambda j: j.incidents((OPEN,)))
+        if only is not None:
+            for incident in incidents:
+                if incident.id in only:
+                    await self._follow(incident)
+            return
         if not incidents:
             return
         active = {c.id for c in await self.client.active_callouts()}

@@ -57,7 +57,8 @@ class Uplink:
         self._handoff: Attempt | None = None
         self._deferred: dict[str, float] = {}  # incident -> monotonic time of its next try
         self._creating = False
-        self.raised = asyncio.Event()  # set after each raise: the follower polls at once
+        # Told of each raise, so the follower polls the new callout at once.
+        self.on_raised: Callable[[str], None] = lambda incident_id: None
         self._clock_ns = clock_ns
         self.alive_ns = clock_ns()  # last sign of life of both loops, for the watchdog
 
@@ -199,7 +200,7 @@ class Uplink:
             incident.route,
             self._delay_text(incident),
         )
-        self.raised.set()
+        self.on_raised(incident.id)
         await self._tell(incident.device_id, "help_on_the_way")
 
     async def _untracked(self, item: OutboxItem, incident: Incident, why: str) -> None:

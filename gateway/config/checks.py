@@ -20,6 +20,7 @@ from gateway.config.models import (
     GatewayFile,
     GatewayPosition,
     LiveLocation,
+    SiteDevice,
 )
 from gateway.config.problems import ConfigProblem, Severity
 
@@ -134,6 +135,8 @@ def check_devices(
             )
             continue
         dtype, dev = types[entry.type], entry.device
+        if isinstance(dev, SiteDevice) and dev.predefined_location_id is None:
+            report.add(("devices", i, "site_ref"), SITE_WITHOUT_ID, "warning")
         live = isinstance(dev, CustomerDevice) and isinstance(dev.location, LiveLocation)
         if live and dtype is not None and position_known and position is None:
             if dtype.has_gps:
@@ -142,6 +145,12 @@ def check_devices(
                 report.add(("devices", i, "location"), LIVE_NEEDS_POSITION)
     return report.problems
 
+
+SITE_WITHOUT_ID = (
+    "no predefined_location_id: after a lost reply or a restart the gateway cannot find this "
+    "site's callout among AURA's active ones, and relies on AURA returning it; set the Fixed "
+    "Location id AURA assigned"
+)
 
 SPOOFABLE = (
     "auth = 'none': this button has no authentication, so anyone with a radio can replay or "

@@ -13,21 +13,22 @@ import logging
 import time
 
 from firmware_bridge.auth import verify_press, verify_status
-
 from firmware_bridge.frames import (
+    Ack,
     DeviceFix,
     DeviceStatus,
     Frame,
     Hello,
     IndicationState,
+    Nak,
     NakReason,
     Press,
-    ReceiverStatus,
 )
 from firmware_bridge.link import LinkDown, ReceiverLink
+from gateway.clock import clock_synchronised
 from gateway.config import Config
 from gateway.config.models import SerialInputConfig
-from gateway.router import Router
+from gateway.router import PressOutcome, Router
 from gateway.signals import Fix
 from gateway.signals import Press as PressSignal
 from gateway.status import InputHealth, StatusModel
@@ -69,24 +70,52 @@ class SerialInput:
 
     async def run(self) -> None:
         async with self.link:
-            async for frame in self.link.frames():
-                verdict = await self._handle(frame)
+            async for first in self.link.frames():
+                # A burst (after a reopen, or many buttons at once) is handled as one batch:
+                # one journal transaction for all its presses, presses before anything else.
+                batch = [first, *self.link.ready_frames()]
+                verdicts = await self._handle_batch(batch)
                 self.refresh_health()
                 # Not acked when the link is down: the receiver resends, the journal knows it.
                 with contextlib.suppress(LinkDown):
-                    if verdict is True:
-                        await self.link.ack(frame.seq)
-                    elif verdict is False:
-                        await self.link.nak(frame.seq, NakReason.STORE_FAILED)
-                    else:
-                        await self.link.nak(frame.seq, verdict)
+                    for frame, verdict in zip(batch, verdicts, strict=True):
+                        if verdict is None:
+                            continue  # the receiver's own ACK/NAK: never answered
+                        if verdict is True:
+                            await self.link.ack(frame.seq)
+                        elif verdict is False:
+                            await self.link.nak(frame.seq, NakReason.STORE_FAILED)
+                        else:
+                            await self.link.nak(frame.seq, verdict)
 
     # ------------------------------------------------------------------ frames
 
-    async def _handle(self, frame: Frame) -> bool | NakReason:
-        """True: ack. False: NAK "store failed" (resend later). A reason: NAK, no resend."""
-        if isinstance(frame, Press):
-            return await self._press(frame)
+    async def _handle_batch(self, batch: list[Frame]) -> list[bool | NakReason | None]:
+        """True: ack. False: NAK "store failed" (resend later). A reason: NAK, no resend.
+        None: no answer (the receiver acknowledging our indications and time)."""
+        verdicts: list[bool | NakReason | None] = [True] * len(batch)
+        presses: list[tuple[int, Press, PressSignal]] = []
+        for i, frame in enumerate(batch):
+            if isinstance(frame, Press):
+                checked = self._press_signal(frame)
+                if isinstance(checked, PressSignal):
+                    presses.append((i, frame, checked))
+                else:
+                    verdicts[i] = checked
+        if presses:
+            outcomes = await self.router.on_presses(
+                [signal for _, _, signal in presses], repeat_window_s=self.config.repeat_window_s
+            )
+            for (i, _, signal), outcome in zip(presses, outcomes, strict=True):
+                verdicts[i] = await self._press_verdict(signal, outcome)
+        for i, frame in enumerate(batch):
+            if not isinstance(frame, Press):
+                verdicts[i] = await self._handle(frame)
+        return verdicts
+
+    async def _handle(self, frame: Frame) -> bool | NakReason | None:
+        if isinstance(frame, Ack | Nak):
+            return None
         if isinstance(frame, DeviceFix):
             return await self._fix(frame)
         if isinstance(frame, DeviceStatus):
@@ -103,12 +132,13 @@ class SerialInput:
                     frame.session,
                 )
             self.session = frame.session
+            # A receiver that (re)announces itself gets the time, and whether to trust it.
+            with contextlib.suppress(LinkDown):
+                await self.link.send_time(int(time.time() * 1000), clock_synchronised())
             return True
-        if isinstance(frame, ReceiverStatus):
-            return True
-        return True
+        return True  # receiver status and anything newer: heard, nothing to store
 
-    async def _press(self, frame: Press) -> bool | NakReason:
+    def _press_signal(self, frame: Press) -> PressSignal | NakReason:
         dev_id = device_key(frame.device_id)
         device = self.gateway.device(dev_id)
         authenticated = device is not None and device.auth == "hmac"
@@ -118,7 +148,7 @@ class SerialInput:
                 return self._reject(frame.device_id, frame.counter, "bad_tag", frame.rssi_dbm)
         elif device is None:
             self.status.count("unknown_devices")
-        signal = PressSignal(
+        return PressSignal(
             source=f"serial:{self.name}",
             device_id=dev_id,
             gesture=frame.gesture,
@@ -131,14 +161,17 @@ class SerialInput:
             frame_key=f"{self._session_text()}:{frame.seq}",
             authenticated=authenticated,
         )
-        outcome = await self.router.on_press(signal, repeat_window_s=self.config.repeat_window_s)
+
+    async def _press_verdict(
+        self, signal: PressSignal, outcome: PressOutcome | None
+    ) -> bool | NakReason:
         if outcome is None:
             return False
         if outcome.verdict == "replay":
             self.status.count("replays")
             return NakReason.REJECTED
         if outcome.verdict == "stored" and outcome.decision in ("raise", "attach"):
-            await self.indicate(dev_id, "help_called")
+            await self.indicate(signal.device_id, "help_called")
         return True
 
     def _reject(self, device_id: int, counter: int, reason: str, rssi: int | None) -> NakReason:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from firmware_bridge import frames as fr
 
@@ -65,7 +66,7 @@ def parse_frame(text: str) -> fr.Frame:
     """``ClassName field=value ...`` as in PROTOCOL.md §9."""
     classes = {cls.__name__: cls for cls in fr.FRAME_CLASSES.values()}
     cls_name, *pairs = text.split()
-    kwargs = {k: parse_value(v) for k, v in (p.split("=", 1) for p in pairs)}
+    kwargs: dict[str, Any] = {k: parse_value(v) for k, v in (p.split("=", 1) for p in pairs)}
     return classes[cls_name](**kwargs)
 
 

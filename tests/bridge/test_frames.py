@@ -482,15 +482,15 @@ def test_garbage_never_breaks_the_stream(
 ) -> None:
     # Each item is a valid frame (prefixed with a delimiter, as PROTOCOL.md §2 asks of a
     # sender after an error) or corruption.
-    stream = bytearray()
+    buf = bytearray()
     sent: list[fr.Frame] = []
     for is_valid, frame, corruption in items:
         if is_valid:
-            stream += b"\x00" + frame.to_bytes()
+            buf += b"\x00" + frame.to_bytes()
             sent.append(frame)
         else:
-            stream += corruption
-    stream = bytes(stream)
+            buf += corruption
+    stream = bytes(buf)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     decoder = FrameDecoder()
     got: list[fr.Frame] = []

@@ -513,3 +513,29 @@ async def test_a_silent_receiver_sends_no_bytes(tmp_path: Path) -> None:
             sim.silence(False)
             await rx.next()  # resends and heartbeats resume
             assert rx.link.last_frame_mono != before[1]
+
+
+async def test_ready_frames_takes_a_burst_and_leaves_a_loss_for_frames(tmp_path: Path) -> None:
+    path = tmp_path / "receiver"
+    with SimulatedReceiver(link_path=path, resend_interval_s=0.3) as sim:
+        async with ReceiverLink(str(path), reopen_backoff_max_s=0.05) as link:
+            frames = link.frames()
+            hello = await anext(frames)
+            assert isinstance(hello, Hello)
+            await link.ack(hello.seq)
+            seqs = [sim.press(1) for _ in range(5)]
+            await wait_until(lambda: link.counters.frames_ok >= 6)
+            burst = [await anext(frames), *link.ready_frames()]
+            assert [f.seq for f in burst] == seqs
+            assert link.ready_frames() == []
+
+            sim.unplug()
+            await wait_until(lambda: not link.connected)
+            assert link.ready_frames() == []  # the loss marker stays for frames()
+            sim.replug()
+            async with asyncio.timeout(TIMEOUT_S):
+                after = await anext(frames)  # frames() reopened the port
+            assert after.seq in {*seqs, *sim.unacked()}
+            assert link.counters.reopens == 1
+            await link.close()
+            await frames.aclose()

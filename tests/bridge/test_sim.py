@@ -587,3 +587,19 @@ def test_cli_rejects_a_bad_key_without_echoing_it(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "device 00a1b2c3: device key is not hexadecimal" in err
     assert secret not in err
+
+
+def test_closing_amid_heartbeats_pings_and_faults_is_clean() -> None:
+    # Thread-side sends racing close() must not raise in the thread (pytest turns an
+    # unhandled thread exception into an error here).
+    faults = SimFaults(split_writes=True, delay_s=0.001)
+    for _ in range(10):
+        sim = SimulatedReceiver(
+            resend_interval_s=0.002, heartbeat_interval_s=0.001, faults=faults
+        ).start()
+        gateway = Gateway(sim.port_path)
+        gateway.send(Ping(seq=1))
+        sim.press(1)
+        time.sleep(0.005)
+        sim.close()
+        gateway.port.close()

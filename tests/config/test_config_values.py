@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, ConfigProblem, load_config, load_devices, summarize
-from gateway.config.checks import SPOOFABLE
+from gateway.config import (
+    Config,
+    ConfigError,
+    ConfigProblem,
+    load_config,
+    load_devices,
+    summarize,
+)
+from gateway.config.checks import SITE_WITHOUT_ID, SPOOFABLE
 from gateway.config.models import (
     AuraPaths,
     AuraSettings,
@@ -231,7 +238,7 @@ def test_key_ids_ignore_case(write_config, minimal) -> None:
     devices = minimal["devices"].replace('id = "00000001"', 'id = "00a1b2c3"')
     credentials = minimal["credentials"].replace('00000001 = "', '00A1B2C3 = "')
     config = load_config(write_config(devices=devices, credentials=credentials))
-    assert config.warnings == []
+    assert own_warnings(config) == []
     assert config.device_key("00a1b2c3") == bytes(range(16))
     assert config.device_key("00A1B2C3") == bytes(range(16))
 
@@ -290,6 +297,18 @@ def test_summary_lists_the_essentials(tree: Path) -> None:
 # --------------------------------------------------------------------------- warnings
 
 
+def own_warnings(config: Config) -> list[ConfigProblem]:
+    """The warnings a test is about: the minimal config's site button has no Fixed
+    Location id, which has its own test below."""
+    return [w for w in config.warnings if w.message != SITE_WITHOUT_ID]
+
+
+def test_site_without_fixed_location_id_is_a_warning(write_config) -> None:
+    config = load_config(write_config())
+    [warning] = [w for w in config.warnings if w.message == SITE_WITHOUT_ID]
+    assert str(warning).startswith("devices.toml:8 devices[0].site_ref: warning: no predefined")
+
+
 def test_no_devices_is_a_warning(write_config) -> None:
     config = load_config(write_config(devices="[device_types.button]\n"))
     assert [str(w) for w in config.warnings] == [
@@ -313,7 +332,7 @@ response_type_id = 1
 location = { policy = "live" }
 """
     config = load_config(write_config(devices=devices))
-    assert config.warnings == [
+    assert own_warnings(config) == [
         ConfigProblem(
             config.devices_path,
             10,
@@ -333,7 +352,7 @@ def test_live_device_without_gps_is_fine_with_a_gateway_position(write_config, m
     )
     credentials = minimal["credentials"] + f'2 = "{KEY_16}"\n'
     config = load_config(write_config(gateway=gateway, devices=devices, credentials=credentials))
-    assert config.warnings == []
+    assert own_warnings(config) == []
 
 
 def test_unauthenticated_button_is_a_warning(write_config, minimal) -> None:
@@ -344,22 +363,22 @@ def test_unauthenticated_button_is_a_warning(write_config, minimal) -> None:
     (device,) = config.devices.devices
     assert device.auth == "none"
     assert config.device_key(device.id) is None
-    assert config.warnings == [
+    assert own_warnings(config) == [
         ConfigProblem(config.devices_path, 9, "devices[0].auth", SPOOFABLE, "warning")
     ]
-    assert str(config.warnings[0]) == (
+    assert str(own_warnings(config)[0]) == (
         "devices.toml:9 devices[0].auth: warning: auth = 'none': this button has no "
         "authentication, so anyone with a radio can replay or forge its press (spoofable); "
         "use an authenticated model where possible"
     )
     text = summarize(config)
     assert "none (spoofable)" in text
-    assert "1 warning(s):" in text
+    assert "2 warning(s):" in text  # this one and the site's missing Fixed Location id
 
 
 def test_unauthenticated_button_with_a_key_is_still_a_warning(write_config, minimal) -> None:
     config = load_config(write_config(devices=minimal["devices"] + 'auth = "none"\n'))
-    assert [(w.key, w.message) for w in config.warnings] == [("devices[0].auth", SPOOFABLE)]
+    assert [(w.key, w.message) for w in own_warnings(config)] == [("devices[0].auth", SPOOFABLE)]
 
 
 # --------------------------------------------------------------------------- reload

@@ -221,3 +221,51 @@ def test_daemon_refuses_a_bad_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "gateway.toml:3 aura.poll_intervall_s" in result.stderr
+
+
+SHOP = 0x00C0FFEE  # site route, SHOP-CPT-001
+
+
+def test_press_right_after_aura_closed_the_callout_is_raised_again(
+    daemon_runner: DaemonRunner, sandbox: AuraSandbox, receiver: SimulatedReceiver
+) -> None:
+    daemon = daemon_runner.start()
+    receiver.press(DESK)
+    first = int(daemon.wait_event("callout_raised", 15)["callout"])
+    sandbox.close_callout(first)
+    # Pressed again before the gateway has polled: it may first be attached to the old
+    # incident, but it must end as a callout of its own, never as a silent attach.
+    receiver.press(DESK)
+    second = daemon.wait_event("callout_raised", 15)
+    assert int(second["callout"]) != first
+    assert sorted(c["id"] for c in sandbox.callouts()) == [first, int(second["callout"])]
+
+
+def test_one_alarm_aura_keeps_failing_does_not_hold_up_the_next(
+    daemon_runner: DaemonRunner, sandbox: AuraSandbox, receiver: SimulatedReceiver
+) -> None:
+    sandbox.set_fault("error", status=500, path_regex=r"/customers/1003/callouts$")
+    daemon = daemon_runner.start()
+    receiver.press(DESK)  # customer 1003: AURA answers 500, again and again
+    daemon.wait_event("raise_retry", 10)
+    receiver.press(SHOP)  # the shop's alarm must not wait behind it
+    shop = daemon.wait_event("callout_raised", 15)
+    assert shop["route"] == "site"
+    sandbox.clear_fault()
+    desk = daemon.wait_event("callout_raised", 15)
+    assert desk["route"] == "customer"
+    assert len(sandbox.callouts()) == 2
+
+
+def test_aura_closing_with_an_unknown_status_word_is_noticed(
+    daemon_runner: DaemonRunner, sandbox: AuraSandbox, receiver: SimulatedReceiver
+) -> None:
+    daemon = daemon_runner.start()
+    receiver.press(DESK)  # fixed location: followed by reads, which never answer 285
+    callout = int(daemon.wait_event("callout_raised", 15)["callout"])
+    sandbox.close_callout(callout)
+    sandbox.set_status(callout, "Resolved")  # free text AURA might use for "over"
+    assert [c["status"] for c in sandbox.callouts()] == ["Resolved"]
+    closed = daemon.wait_event("callout_closed", 15)
+    assert int(closed["callout"]) == callout
+    assert "no longer among AURA's active callouts" in closed["why"]

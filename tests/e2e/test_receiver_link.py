@@ -90,6 +90,7 @@ def test_radio_repeats_of_one_transmission_raise_one_callout(
     daemon_runner: DaemonRunner, sandbox: AuraSandbox, receiver: SimulatedReceiver
 ) -> None:
     daemon = daemon_runner.start()
+    assert receiver.wait_pinged(10)  # bytes written before the port opens are flushed
     receiver.press(DESK, repeats=6)  # rtl_433 shows six copies of one transmission
     daemon.wait_event("callout_raised", 15)
     daemon_runner.wait_status(lambda s: s["counters"].get("presses_repeat", 0) >= 1, 10)
@@ -191,3 +192,43 @@ def test_silent_receiver_is_lost_and_recovers(daemon_runner: DaemonRunner, tmp_p
         receiver.silence(False)
         daemon_runner.wait_status(lambda s: s["inputs"]["receiver"]["state"] == "ok", 10)
         daemon.wait_event("receiver_ok", 5)
+
+
+def test_receiver_that_announces_itself_gets_the_time(
+    daemon_runner: DaemonRunner, receiver: SimulatedReceiver
+) -> None:
+    from gateway.clock import clock_synchronised
+
+    daemon_runner.start()
+    before = time.time()
+    assert receiver.wait_acked(receiver.hello(), 10)
+    deadline = time.monotonic() + 5
+    while not receiver.time_syncs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _, unix_ms, trusted = receiver.time_syncs()[-1]
+    assert abs(unix_ms / 1000 - before) < 5
+    assert trusted is clock_synchronised()
+
+
+def test_status_command_shows_the_link_counters(
+    daemon_runner: DaemonRunner, receiver: SimulatedReceiver
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    daemon_runner.start()
+    receiver.press(DESK, tag=b"\x01" * 8)
+    daemon_runner.wait_status(lambda s: s["counters"].get("auth_failures") == 1, 10)
+    assert daemon_runner.config_path is not None
+    cmd = [sys.executable, "-m", "gateway", "status", "--config", str(daemon_runner.config_path)]
+    human = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.startswith("running: ")
+    assert "auth_failures 1" in human.stdout
+    assert "input receiver: ok" in human.stdout
+    machine = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=30)
+    data = json.loads(machine.stdout)
+    assert data["counters"]["auth_failures"] == 1
+    assert data["inputs"]["receiver"]["counters"]["frames_ok"] >= 1
+    assert "sandbox-secret" not in machine.stdout
