@@ -61,6 +61,7 @@ class SerialInput:
         self.health = status.inputs.setdefault(self.name, InputHealth())
         self.session: int | None = None  # from the receiver's HELLO
         self._started = time.monotonic()
+        self._shown: dict[str, str] = {}  # device -> indication last sent
         self.link = ReceiverLink(
             config.port,
             config.baudrate,
@@ -226,8 +227,11 @@ class SerialInput:
         """Tell a button with an LED or buzzer how its alarm is doing (best effort)."""
         if self.gateway.device(device_id) is None or state not in INDICATIONS:
             return
+        if self._shown.get(device_id) == state:
+            return  # already showing it: a burst of presses is not a burst of downlinks
         with contextlib.suppress(LinkDown, ValueError):  # the alarm never depends on the LED
             await self.link.send_indication(int(device_id, 16), INDICATIONS[state])
+            self._shown[device_id] = state
 
     # ------------------------------------------------------------------ health
 
