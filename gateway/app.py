@@ -12,14 +12,17 @@ from typing import Any
 from gateway import sdnotify
 from gateway.aura.client import AuraClient
 from gateway.config import Config
+from gateway.control import ControlServer
 from gateway.engine import Engine
 from gateway.errors import GatewayError, JournalError
+from gateway.fallback import Fallback
 from gateway.follower import Follower
 from gateway.inputs import input_class
-from gateway.journal import ACTIVE_STATES, FAILED, OPEN, AsyncJournal
+from gateway.journal import ACTIVE_STATES, OPEN, AsyncJournal
 from gateway.router import Router
 from gateway.status import StatusModel
 from gateway.statusfile import write_status
+from gateway.technician import technician_commands
 from gateway.uplink import Uplink
 
 logger = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ async def run_daemon(config: Config) -> int:
 
 async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> int:
     active = await journal.call(lambda j: j.incidents(ACTIVE_STATES))
-    failed = await journal.call(lambda j: j.incidents((FAILED,)))
+    failed = await journal.call(lambda j: j.unacknowledged_failures())
     fixes = await journal.call(lambda j: j.fixes())
     engine = Engine(
         config,
@@ -65,7 +68,17 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
         for item in inputs:
             await item.indicate(device_id, state)
 
-    uplink = Uplink(client, journal, engine, status, config.gateway.aura, indicate=indicate)
+    uplink = Uplink(
+        client,
+        journal,
+        engine,
+        status,
+        config.gateway.aura,
+        indicate=indicate,
+        cancel=config.gateway.cancel,
+        late_alarm_after_s=config.gateway.gateway.late_alarm_after_s,
+        fallback=Fallback(config.gateway.fallback),
+    )
     follower = Follower(
         client,
         journal,
@@ -74,7 +87,7 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
         config.gateway.aura,
         tell=indicate,
         on_closed=lambda incident, seen: router.reraise_after(incident, seen),
-        creating=uplink.creating,
+        alarms_busy=uplink.busy,
     )
     uplink.on_raised = follower.follow_soon
     router = Router(engine, journal, status, uplink, recheck=follower.recheck)
@@ -96,6 +109,10 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
             tasks = [tg.create_task(i.run(), name=f"input:{i.name}") for i in inputs]
             tasks.append(tg.create_task(uplink.run_alarms(), name="uplink-alarms"))
             tasks.append(tg.create_task(follower.run(), name="follower"))
+            control = ControlServer(
+                config.control_path, technician_commands(journal, engine, uplink, client, status)
+            )
+            tasks.append(tg.create_task(control.serve(), name="control"))
             tasks.append(
                 tg.create_task(
                     _report(status, inputs, config.status_path, _report_period(config)),

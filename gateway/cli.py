@@ -107,6 +107,52 @@ def format_status(data: dict) -> str:  # type: ignore[type-arg]
     return "\n".join(lines)
 
 
+def cmd_incidents(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.config import ConfigError, load_config
+    from gateway.control import call
+    from gateway.incidents_view import describe, listing, read_incidents
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"cannot read the configuration:\n{exc}", file=sys.stderr)
+        return 1
+    action = args.action or "list"
+    if action in ("list", "show"):
+        try:
+            rows = read_incidents(config.journal_path, args.id if action == "show" else None)
+        except FileNotFoundError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        if action == "show" and not rows:
+            print(f"no incident {args.id}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(rows, indent=2, sort_keys=True))
+        else:
+            print(describe(rows[0]) if action == "show" else listing(rows))
+        return 0
+    request: dict[str, object] = {"incident": args.id}
+    if action == "cancel":
+        request.update(
+            safe_code=args.safe_code, exception_reason_id=args.reason_id, notes=args.notes
+        )
+    elif action == "rate":
+        request.update(score=args.score, comment=" ".join(args.comment) or None)
+    try:
+        answer = call(config.control_path, action, **request)
+    except OSError as exc:
+        print(f"cannot reach the daemon at {config.control_path}: {exc}", file=sys.stderr)
+        return 3
+    if not answer.get("ok"):
+        print(f"refused: {answer.get('error')}", file=sys.stderr)
+        return 1
+    print(answer.get("result", "done"))
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from gateway.sandbox import run_sandbox
 
@@ -146,6 +192,28 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", default=DEFAULT_CONFIG, help="gateway.toml")
     status.add_argument("--json", action="store_true", help="machine-readable")
     status.set_defaults(func=cmd_status)
+
+    incidents = sub.add_parser("incidents", help="open and recent incidents; cancel, rate, ack")
+    incidents.add_argument("--config", default=DEFAULT_CONFIG, help="gateway.toml")
+    incidents.add_argument("--json", action="store_true", help="machine-readable")
+    acts = incidents.add_subparsers(dest="action")
+    acts.add_parser("list", help="every incident, newest first")
+    show = acts.add_parser("show", help="one incident: presses, AURA stage, report and map")
+    show.add_argument("id")
+    cancel = acts.add_parser("cancel", help="withdraw an incident (integration cancel)")
+    cancel.add_argument("id")
+    cancel.add_argument("--reason-id", type=int, help="AURA exception reason id")
+    cancel.add_argument("--notes", help="why, for the control room")
+    cancel.add_argument(
+        "--safe-code", help="the 4 digits the customer gave; never guess them (duress detection)"
+    )
+    rate = acts.add_parser("rate", help="rate AURA's response to a closed callout")
+    rate.add_argument("id")
+    rate.add_argument("score", type=int, choices=range(1, 6), metavar="SCORE(1-5)")
+    rate.add_argument("comment", nargs="*")
+    ack = acts.add_parser("ack", help="acknowledge an undeliverable alarm you have handled")
+    ack.add_argument("id")
+    incidents.set_defaults(func=cmd_incidents, action=None, id=None)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in of AURA (loopback only)")
     sandbox.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"])

@@ -36,6 +36,16 @@ class Attach:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancel:
+    """A cancel gesture while this customer's incident is open: withdraw it."""
+
+    incident_id: str
+    key: str
+    reason: str
+    kind: Literal["cancel"] = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
 class Ignore:
     """Recorded and counted, never sent (unknown device, non-raising gesture)."""
 
@@ -43,7 +53,7 @@ class Ignore:
     kind: Literal["ignore"] = "ignore"
 
 
-Decision = Raise | Attach | Ignore
+Decision = Raise | Attach | Cancel | Ignore
 
 
 def incident_key(device: Device) -> str:
@@ -87,13 +97,17 @@ class Engine:
         if device is None:
             return Ignore(f"unknown device {press.device_id}: not in the device registry")
         dtype = self.config.device_type(device)
+        key = incident_key(device)
+        open_id = self._open.get(key)
+        if press.gesture in dtype.cancel_gestures:
+            if open_id is None:
+                return Ignore(f"cancel gesture {press.gesture} with no open incident for {key}")
+            return Cancel(open_id, key, f"{press.gesture} press from {device.id} cancels {open_id}")
         if press.gesture not in dtype.raise_gestures:
             return Ignore(
                 f"gesture {press.gesture} does not raise for type {device.type}"
                 f" (raises on {', '.join(dtype.raise_gestures)})"
             )
-        key = incident_key(device)
-        open_id = self._open.get(key)
         if open_id is not None:
             return Attach(open_id, f"{key} already has open incident {open_id}")
         choice = self.choose_location(device)
@@ -112,6 +126,16 @@ class Engine:
     def apply(self, decision: Decision) -> None:
         if isinstance(decision, Raise):
             self._open[decision.incident.key] = decision.incident.id
+        elif isinstance(decision, Cancel):
+            # Withdrawn: a press after this is a new emergency, not part of the old one.
+            self.incident_ended(decision.incident_id)
+
+    def undo(self, decision: Decision) -> None:
+        """Take back a decision applied ahead of a journal write that then failed."""
+        if isinstance(decision, Raise):
+            self.incident_ended(decision.incident.id)
+        elif isinstance(decision, Cancel):
+            self._open[decision.key] = decision.incident_id
 
     def incident_ended(self, incident_id: str) -> None:
         for key, open_id in list(self._open.items()):

@@ -50,7 +50,7 @@ class Follower:
         *,
         tell: Tell,
         on_closed: Closed,
-        creating: Callable[[], bool],
+        alarms_busy: Callable[[], bool],
         clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.client = client
@@ -61,7 +61,7 @@ class Follower:
         self.wake = asyncio.Event()
         self._tell = tell
         self._on_closed = on_closed
-        self._creating = creating
+        self._alarms_busy = alarms_busy
         self._clock_ns = clock_ns
         self._seen_open: dict[str, int] = {}  # incident -> last poll that found it open
         self._next_full = 0.0  # monotonic time of the next poll of every open callout
@@ -106,7 +106,7 @@ class Follower:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self._timeout(time.monotonic()))
             self.wake.clear()
-            if self._creating():
+            if self._alarms_busy():
                 # Alarms first: no location traffic while a raise is in flight.
                 await asyncio.sleep(0.05)
                 continue
@@ -137,6 +137,9 @@ class Follower:
 
     async def _round(self, only: set[str] | None = None) -> None:
         """Poll open callouts: all of them (and check AURA's active list), or just some."""
+        if only is None:
+            for ended in await self.journal.call(lambda j: j.reports_due()):
+                await self.fetch_report(ended)
         incidents = await self.journal.call(lambda j: j.incidents((OPEN,)))
         if only is not None:
             for incident in incidents:
@@ -208,6 +211,20 @@ class Follower:
         else:
             self._seen_open[incident.id] = polled_ns
 
+    async def fetch_report(self, incident: Incident) -> None:
+        """After the end, AURA's resolution report and map, fetched once and kept for the
+        technician (`aura-gateway incidents show`). Retried in later rounds if AURA is
+        unreachable now; a refusal is kept as the answer."""
+        if incident.callout_id is None:
+            return
+        try:
+            report = await _report_of(self.client, incident.callout_id)
+        except CloudError as exc:
+            logger.info("event=report_later incident=%s error=%s", incident.id, exc)
+            return
+        await self.journal.call(lambda j: j.set_report(incident.id, report))
+        logger.info("event=report_kept incident=%s callout=%s", incident.id, incident.callout_id)
+
     async def _closed(self, incident: Incident, callout: Callout | None, why: str) -> None:
         stage = callout.status if callout is not None else None
         await self.journal.call(lambda j: j.mark_closed(incident.id, stage))
@@ -223,11 +240,22 @@ class Follower:
             why,
         )
         await self._tell(incident.device_id, "clear")
+        await self.fetch_report(incident)
         # Presses attached after the last poll that saw it open may have come after the end.
         seen = self._seen_open.pop(incident.id, None)
         if seen is None:
             seen = incident.press_mono_ns if incident.press_boot_id == BOOT_ID else 0
         await self._on_closed(incident, seen)
+
+
+async def _report_of(client: AuraClient, callout_id: int) -> dict[str, object]:
+    report: dict[str, object] = {}
+    for name, fetch in (("report", client.report), ("map", client.map)):
+        try:
+            report[name] = await fetch(callout_id)
+        except CloudRejected as exc:
+            report[name] = {"unavailable": str(exc)}
+    return report
 
 
 def _is_live(incident: Incident) -> bool:

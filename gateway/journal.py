@@ -73,7 +73,9 @@ CREATE TABLE IF NOT EXISTS incidents (
     press_boot_id   TEXT NOT NULL,
     press_wall      REAL NOT NULL,
     raised_wall     REAL,
-    closed_wall     REAL
+    closed_wall     REAL,
+    report          TEXT,
+    acknowledged_wall REAL
 );
 CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -82,7 +84,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind        TEXT NOT NULL,
     state       TEXT NOT NULL DEFAULT 'pending',
     created_wall REAL NOT NULL,
-    done_wall   REAL
+    done_wall   REAL,
+    payload     TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
 CREATE TABLE IF NOT EXISTS fixes (
@@ -100,6 +103,7 @@ CREATE TABLE IF NOT EXISTS fixes (
 # request, so after a crash we know a request may have reached AURA.
 PENDING, SENDING, OPEN, CLOSED, FAILED = "pending", "sending", "open", "closed", "failed"
 DELIVERED = "delivered"  # AURA took the raise but named no callout to follow
+CANCELLED = "cancelled"
 ACTIVE_STATES = (PENDING, SENDING, OPEN)
 
 
@@ -124,9 +128,12 @@ class Incident:
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
+    """One alarm-class request: ``raise``, ``cancel`` or ``note`` (a callout event)."""
+
     seq: int
     incident_id: str
     kind: str
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +292,61 @@ def _insert_incident(
     )
 
 
+def _enqueue(
+    db: sqlite3.Connection, incident_id: str, kind: str, payload: dict[str, Any] | None
+) -> int:
+    cursor = db.execute(
+        "INSERT INTO outbox (incident_id, kind, created_wall, payload) VALUES (?, ?, ?, ?)",
+        (incident_id, kind, time.time(), json.dumps(payload) if payload is not None else None),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+NOTE_GAP_S = 60.0  # one note per incident per minute: a burst of presses is one message
+
+
+def _note(db: sqlite3.Connection, incident_id: str, text: str) -> bool:
+    """A callout event for the control room, unless one was queued in the last minute."""
+    state = db.execute("SELECT state FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    if state is None or state[0] not in (PENDING, SENDING, OPEN):
+        return False
+    last = db.execute(
+        "SELECT created_wall FROM outbox WHERE incident_id = ? AND kind = 'note'"
+        " ORDER BY seq DESC LIMIT 1",
+        (incident_id,),
+    ).fetchone()
+    if last is not None and abs(time.time() - last[0]) < NOTE_GAP_S:
+        return False
+    _enqueue(db, incident_id, "note", {"text": text})
+    return True
+
+
+def _cancel(db: sqlite3.Connection, incident_id: str, payload: dict[str, Any] | None) -> None:
+    """Withdraw an incident: locally if its raise never left, else queue a cancel for AURA."""
+    row = db.execute("SELECT state FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    if row is None:
+        return
+    if row[0] == PENDING:
+        now = time.time()
+        db.execute(
+            "UPDATE incidents SET state = ?, closed_wall = ?, last_error = ? WHERE id = ?",
+            (
+                CANCELLED,
+                now,
+                "cancelled before it reached AURA: no callout was raised",
+                incident_id,
+            ),
+        )
+        db.execute(
+            "UPDATE outbox SET state = 'cancelled', done_wall = ? WHERE incident_id = ?"
+            " AND state = 'pending'",
+            (now, incident_id),
+        )
+    elif row[0] in (SENDING, OPEN):
+        _enqueue(db, incident_id, "cancel", payload)
+
+
 def _insert(db: sqlite3.Connection, write: PressWrite, claim: bool) -> Stored:
     press, new_incident = write.press, write.new_incident
     inc_id = write.incident_id
@@ -292,6 +354,11 @@ def _insert(db: sqlite3.Connection, write: PressWrite, claim: bool) -> Stored:
     if new_incident is not None:
         inc_id = new_incident.id
         claimed = _insert_incident(db, new_incident, press, claim)
+    if write.decision == "cancel" and inc_id is not None:
+        _cancel(db, inc_id, None)
+    if write.decision == "attach" and inc_id is not None:
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(press.stamp.wall))
+        _note(db, inc_id, f"Panic button {press.device_id} pressed again at {when}.")
     db.execute(
         "INSERT INTO presses (dedup_key, source, device_id, gesture, counter,"
         " battery_pct, rssi_dbm, mono_ns, boot_id, wall, decision, reason, incident_id,"
@@ -367,6 +434,13 @@ class Journal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(presses)")}
         if "frame_key" not in columns:
             self._db.execute("ALTER TABLE presses ADD COLUMN frame_key TEXT")
+        incident_columns = {r[1] for r in self._db.execute("PRAGMA table_info(incidents)")}
+        for column, kind in (("report", "TEXT"), ("acknowledged_wall", "REAL")):
+            if column not in incident_columns:
+                self._db.execute(f"ALTER TABLE incidents ADD COLUMN {column} {kind}")
+        outbox_columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "payload" not in outbox_columns:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN payload TEXT")
         counter_columns = {r[1] for r in self._db.execute("PRAGMA table_info(device_counters)")}
         if "frame_key" not in counter_columns:
             self._db.execute("ALTER TABLE device_counters ADD COLUMN frame_key TEXT")
@@ -573,23 +647,24 @@ class Journal:
             # that AURA keeps failing does not hold up every alarm behind it.
             marks = ",".join("?" * len(skip))
             row = db.execute(
-                "SELECT seq, incident_id, kind FROM outbox WHERE state = 'pending'"
+                "SELECT seq, incident_id, kind, payload FROM outbox WHERE state = 'pending'"
                 f" AND incident_id NOT IN ({marks}) ORDER BY seq LIMIT 1",
                 tuple(skip),
             ).fetchone()
             if row is None:
                 return None
-            item = OutboxItem(*row)
+            item = OutboxItem(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None)
             found = db.execute(
                 f"SELECT {self._INCIDENT_COLS} FROM incidents WHERE id = ?", (item.incident_id,)
             ).fetchone()
             if found is None:
                 raise JournalError(f"outbox {item.seq} names missing incident {item.incident_id}")
             pending = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()
-            db.execute(
-                "UPDATE incidents SET state = ?, attempts = attempts + 1 WHERE id = ?",
-                (SENDING, item.incident_id),
-            )
+            if item.kind == "raise":
+                db.execute(
+                    "UPDATE incidents SET state = ?, attempts = attempts + 1 WHERE id = ?",
+                    (SENDING, item.incident_id),
+                )
             return Attempt(item, self._incident(found), int(pending[0]))
 
         return self._tx(claim)
@@ -723,6 +798,77 @@ class Journal:
         return int(
             self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
         )
+
+    def note(self, incident_id: str, text: str) -> bool:
+        """Queue a note for an open incident's callout (at most one a minute)."""
+        return self._tx(lambda db: _note(db, incident_id, text))
+
+    def enqueue(self, incident_id: str, kind: str, payload: dict[str, Any] | None = None) -> int:
+        """Queue a cancel or a note behind everything already queued (alarm class)."""
+        return self._tx(lambda db: _enqueue(db, incident_id, kind, payload))
+
+    def request_cancel(self, incident_id: str, payload: dict[str, Any] | None = None) -> None:
+        """A technician's cancel: local if the raise never left, else queued for AURA."""
+        self._tx(lambda db: _cancel(db, incident_id, payload))
+
+    def finish(self, seq: int, state: str = "done") -> None:
+        """An outbox item AURA answered for (done), or that cannot be sent (rejected)."""
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE outbox SET state = ?, done_wall = ?, payload = NULL WHERE seq = ?",
+                (state, time.time(), seq),
+            )
+        )
+
+    def mark_cancelled(self, incident_id: str, seq: int | None, note: str) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute(
+                "UPDATE incidents SET state = ?, last_error = ?, closed_wall = ? WHERE id = ?",
+                (CANCELLED, note, now, incident_id),
+            )
+            if seq is not None:
+                # The payload may hold a customer's safe code: gone once used.
+                db.execute(
+                    "UPDATE outbox SET state = 'done', done_wall = ?, payload = NULL WHERE seq = ?",
+                    (now, seq),
+                )
+
+        self._tx(write)
+
+    def acknowledge(self, incident_id: str) -> bool:
+        """A technician has seen an undeliverable alarm; it leaves the status."""
+        cursor = self._tx(
+            lambda db: db.execute(
+                "UPDATE incidents SET acknowledged_wall = ? WHERE id = ? AND state = ?",
+                (time.time(), incident_id, FAILED),
+            )
+        )
+        return cursor.rowcount == 1
+
+    def unacknowledged_failures(self) -> list[Incident]:
+        rows = self._db.execute(
+            f"SELECT {self._INCIDENT_COLS} FROM incidents WHERE state = ?"
+            " AND acknowledged_wall IS NULL ORDER BY rowid",
+            (FAILED,),
+        )
+        return [self._incident(r) for r in rows.fetchall()]
+
+    def set_report(self, incident_id: str, report: dict[str, Any]) -> None:
+        """AURA's resolution report and map, fetched once after the callout ended."""
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE incidents SET report = ? WHERE id = ?", (json.dumps(report), incident_id)
+            )
+        )
+
+    def reports_due(self, limit: int = 5) -> list[Incident]:
+        rows = self._db.execute(
+            f"SELECT {self._INCIDENT_COLS} FROM incidents WHERE state IN (?, ?)"
+            " AND callout_id IS NOT NULL AND report IS NULL ORDER BY rowid DESC LIMIT ?",
+            (CLOSED, CANCELLED, limit),
+        )
+        return [self._incident(r) for r in rows.fetchall()]
 
 
 class AsyncJournal:

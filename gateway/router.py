@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.engine import Attach, Decision, Engine, Ignore, Raise
+from gateway.engine import Attach, Cancel, Decision, Engine, Ignore, Raise, incident_key
 from gateway.errors import JournalError
 from gateway.journal import (
     AsyncJournal,
@@ -50,7 +50,7 @@ def _write(press: Press, decision: Decision) -> PressWrite:
         press,
         decision.kind,
         decision.reason,
-        decision.incident_id if isinstance(decision, Attach) else None,
+        decision.incident_id if isinstance(decision, Attach | Cancel) else None,
         decision.incident if isinstance(decision, Raise) else None,
         check_counter=press.authenticated,
     )
@@ -87,7 +87,7 @@ class Router:
             # Deciding is pure and cheap; a repeat's decision is simply never applied.
             decision = self.engine.decide(press)
             new = decision.incident if isinstance(decision, Raise) else None
-            attach_to = decision.incident_id if isinstance(decision, Attach) else None
+            attach_to = decision.incident_id if isinstance(decision, Attach | Cancel) else None
             # An idle uplink has nothing older queued: this raise is the head, so the same
             # transaction can claim it for delivery.
             claim = new is not None and self._uplink.idle()
@@ -167,14 +167,30 @@ class Router:
             try:
                 stored = await self.journal.call(lambda j: j.commit_presses(writes, claim=claim))
             except JournalError as exc:
-                for _, _, decision in decided:  # undo the provisional incidents
-                    if isinstance(decision, Raise):
-                        self.engine.incident_ended(decision.incident.id)
+                for _, _, decision in reversed(decided):  # undo the provisional decisions
+                    self.engine.undo(decision)
                 return self._refused(presses, exc)
         results = self._stored([(p, d, st) for (_, p, d), st in zip(decided, stored, strict=True)])
         for (i, _, _), outcome in zip(decided, results, strict=True):
             outcomes[i] = outcome
         return outcomes
+
+    async def note_device(self, device_id: str, text: str) -> None:
+        """Something about the pressing device the control room should know (battery low,
+        tamper) while its incident is open; nothing when none is."""
+        device = self.engine.config.device(device_id)
+        if device is None:
+            return
+        open_id = self.engine.open_incident(incident_key(device))
+        if open_id is None:
+            return
+        try:
+            queued = await self.journal.call(lambda j: j.note(open_id, text))
+        except JournalError as exc:
+            logger.error("event=journal_error device=%s error=%s", device_id, exc)
+            return
+        if queued:
+            self._uplink.offer(None)
 
     async def reraise_after(self, incident: Incident, seen_open_ns: int) -> None:
         """The callout ended: presses attached after it was last seen open raise again."""
@@ -222,7 +238,7 @@ class Router:
             if isinstance(decision, Attach):
                 self._recheck()
             claimed = claimed or stored.claimed
-            raises += isinstance(decision, Raise)
+            raises += isinstance(decision, Raise | Cancel)
             results.append(PressOutcome("stored", decision.kind, stored.incident_id))
         if raises:
             self.status.pending_alarms += raises
@@ -261,6 +277,14 @@ class Router:
             self.status.count("presses_attached")
             logger.info(
                 "event=press_attached device=%s incident=%s reason=%r",
+                press.device_id,
+                incident_id,
+                decision.reason,
+            )
+        elif isinstance(decision, Cancel):
+            self.status.count("presses_cancel")
+            logger.warning(
+                "event=cancel_requested device=%s incident=%s reason=%r",
                 press.device_id,
                 incident_id,
                 decision.reason,

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.aura.client import AuraClient, Callout
 from gateway.backoff import Backoff
-from gateway.config.models import AuraSettings
+from gateway.config.models import AuraSettings, CancelSettings
 from gateway.engine import Engine
 from gateway.errors import (
     CloudMalformed,
@@ -45,8 +45,14 @@ class Uplink:
         *,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         indicate: Callable[[str, str], Awaitable[None]] | None = None,
+        cancel: CancelSettings | None = None,
+        late_alarm_after_s: float = 30.0,
+        fallback: Callable[[Incident, str], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
+        self.cancel = cancel or CancelSettings()
+        self.late_alarm_after_s = late_alarm_after_s
+        self._fallback = fallback
         self._indicate = indicate
         self.journal = journal
         self.engine = engine
@@ -57,6 +63,7 @@ class Uplink:
         self._handoff: Attempt | None = None
         self._deferred: dict[str, float] = {}  # incident -> monotonic time of its next try
         self._creating = False
+        self._draining = False
         # Told of each raise, so the follower polls the new callout at once.
         self.on_raised: Callable[[str], None] = lambda incident_id: None
         self._clock_ns = clock_ns
@@ -85,11 +92,20 @@ class Uplink:
                 await self._park(deferred, now)
                 continue
             self.status.pending_alarms = attempt.pending
+            self._draining = True
             item = attempt.item
             try:
-                await self._deliver(attempt)
+                if item.kind == "raise":
+                    await self._deliver(attempt)
+                elif item.kind == "cancel":
+                    await self._cancel(attempt)
+                else:
+                    await self._note(attempt)
             except CloudRejected as exc:
-                await self._reject(item, exc)
+                if item.kind == "raise":
+                    await self._reject(item, exc)
+                else:
+                    await self._give_up(item, exc)
             except (CloudRetryable, CloudUnauthorized) as exc:
                 delay = backoff.next_delay(getattr(exc, "retry_after", None))
                 unauthorized = isinstance(exc, CloudUnauthorized)
@@ -105,6 +121,7 @@ class Uplink:
                     # AURA answered, with an error for this alarm: let the next one go.
                     self._deferred[item.incident_id] = time.monotonic() + delay
                 else:
+                    self._draining = False  # location traffic may try while we wait
                     await asyncio.sleep(delay)  # AURA unreachable: keep the order, wait
             except JournalError as exc:
                 logger.error("event=journal_error error=%s", exc)
@@ -120,6 +137,7 @@ class Uplink:
 
     async def _park(self, deferred: set[str], now: float) -> None:
         """Nothing to send now: wait for a press, or for the first deferred alarm's turn."""
+        self._draining = False
         if deferred:
             due = min(self._deferred[i] for i in deferred)
             with contextlib.suppress(TimeoutError):
@@ -134,9 +152,10 @@ class Uplink:
         finally:
             self._parked = False
 
-    def creating(self) -> bool:
-        """A create request is on its way: location traffic waits for it."""
-        return self._creating
+    def busy(self) -> bool:
+        """Alarms are going out (a create in flight, or a queue being drained): location
+        traffic waits, so no alarm ever queues behind it."""
+        return self._creating or self._draining
 
     def idle(self) -> bool:
         """True when the queue is empty and nothing was handed over yet."""
@@ -201,7 +220,73 @@ class Uplink:
             self._delay_text(incident),
         )
         self.on_raised(incident.id)
+        await self._late_note(incident)
         await self._tell(incident.device_id, "help_on_the_way")
+
+    async def _cancel(self, attempt: Attempt) -> None:
+        """An integration cancel (or with the customer's own safe code, never guessed)."""
+        item, incident = attempt.item, attempt.incident
+        if incident.callout_id is None:
+            # The raise never produced a followable callout (refused, or untracked).
+            note = "cancelled at the gateway; AURA had no callout to cancel"
+            await self.journal.call(lambda j: j.mark_cancelled(incident.id, item.seq, note))
+            logger.warning("event=cancelled_locally incident=%s", incident.id)
+            return
+        payload = item.payload or {}
+        settings = self.cancel
+        try:
+            await self.client.cancel(incident.callout_id, safe_code=payload.get("safe_code"))
+        except CloudRejected as exc:
+            if exc.status != 404:
+                raise
+            logger.warning("event=cancel_unknown_callout incident=%s error=%s", incident.id, exc)
+        reason_id = payload.get("exception_reason_id", settings.exception_reason_id)
+        notes = payload.get("notes", settings.notes)
+        if reason_id is not None or notes:
+            try:
+                await self.client.add_exception_reason(incident.callout_id, reason_id, notes)
+            except CloudRejected as exc:  # the cancel itself went through
+                logger.warning("event=cancel_reason_refused incident=%s error=%s", incident.id, exc)
+        await self.journal.call(
+            lambda j: j.mark_cancelled(incident.id, item.seq, "cancelled at AURA")
+        )
+        self.engine.incident_ended(incident.id)
+        self.status.open_callouts.pop(incident.id, None)
+        self.status.changed()
+        logger.warning(
+            "event=callout_cancelled incident=%s callout=%s with=%s",
+            incident.id,
+            incident.callout_id,
+            "safe_code" if payload.get("safe_code") else "integration",
+        )
+        await self._tell(incident.device_id, "clear")
+
+    async def _note(self, attempt: Attempt) -> None:
+        """A callout event for the control room (late alarm, battery, tamper, pressed again)."""
+        item, incident = attempt.item, attempt.incident
+        text = (item.payload or {}).get("text", "")
+        if incident.callout_id is None or not text:
+            await self.journal.call(lambda j: j.finish(item.seq, "skipped"))
+            return
+        delivered = await self.client.send_event(incident.callout_id, text)
+        await self.journal.call(lambda j: j.finish(item.seq, "done" if delivered else "closed"))
+        logger.info(
+            "event=note_sent incident=%s callout=%s delivered=%s",
+            incident.id,
+            incident.callout_id,
+            delivered,
+        )
+
+    async def _give_up(self, item: OutboxItem, exc: CloudRejected) -> None:
+        """A cancel or note AURA refuses for good: recorded and logged, never retried blindly."""
+        logger.error(
+            "event=%s_refused incident=%s status=%s error=%s",
+            item.kind,
+            item.incident_id,
+            exc.status,
+            exc,
+        )
+        await self.journal.call(lambda j: j.finish(item.seq, "rejected"))
 
     async def _untracked(self, item: OutboxItem, incident: Incident, why: str) -> None:
         await self.journal.call(lambda j: j.mark_delivered_untracked(item.seq, incident.id, why))
@@ -222,6 +307,27 @@ class Uplink:
         """Show the button how its alarm is doing, where it has a way to show it."""
         if self._indicate is not None:
             await self._indicate(device_id, state)
+
+    async def _late_note(self, incident: Incident) -> None:
+        """Invariant 5: a late alarm still counts, and the control room learns why it is late."""
+        if incident.press_boot_id == BOOT_ID:
+            delay_s = (self._clock_ns() - incident.press_mono_ns) / 1e9
+            if delay_s < self.late_alarm_after_s:
+                return
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(incident.press_wall))
+            text = (
+                f"Panic button pressed at {when}, delivered {delay_s:.0f} s late: "
+                "the gateway's uplink was down."
+            )
+        else:
+            text = (
+                "Panic button pressed before the gateway restarted (power cut or crash); "
+                "delivered late. Press time per the gateway's clock: "
+                + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(incident.press_wall))
+            )
+        await self.journal.call(lambda j: j.enqueue(incident.id, "note", {"text": text}))
+        self.wake.set()
+        logger.warning("event=late_alarm incident=%s note=%r", incident.id, text)
 
     def _delay_text(self, incident: Incident) -> str:
         if incident.press_boot_id != BOOT_ID:
@@ -268,6 +374,8 @@ class Uplink:
         incident = await self.journal.call(lambda j: j.incident(item.incident_id))
         if incident is not None:
             await self._tell(incident.device_id, "delivery_failing")
+            if self._fallback is not None:
+                await self._fallback(incident, str(exc))
 
 
 async def _not_a_rejection(step: Awaitable[None], what: str) -> None:

@@ -12,10 +12,11 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -51,6 +52,55 @@ class Callout:
             customer_id=_int_or_none(data.get("customerId")),
             predefined_location_id=_int_or_none(data.get("predefinedLocationId")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CalloutEvent:
+    """One item of a callout's event stream (chat or note), in either doc shape."""
+
+    id: int | None
+    text: str
+    source: str | None  # newer ``createdBy`` / sender role, older ``source``
+    created_at: str | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> CalloutEvent:
+        if not isinstance(data, dict):
+            raise CloudMalformed("callout events: an item is not a JSON object")
+        event = data.get("event")
+        if event is not None:
+            text = _event_text(event)
+        elif isinstance(data.get("message"), str):
+            text = data["message"]
+        else:
+            raise CloudMalformed("callout events: an item has neither event nor message")
+        source = next(
+            (data[k] for k in ("source", "createdBy") if data.get(k) not in (None, "")), None
+        )
+        if source is None and isinstance(event, dict):
+            source = event.get("senderRole") or event.get("source")
+        created = data.get("createdAt")
+        return cls(
+            id=_int_or_none(data.get("id")),
+            text=text,
+            source=str(source) if source not in (None, "") else None,
+            created_at=str(created) if created is not None else None,
+        )
+
+
+def _event_text(event: Any) -> str:
+    """Newer items carry ``event`` as an object holding the message body (or a plain string)."""
+    if isinstance(event, str):
+        return event
+    if isinstance(event, dict):
+        for key in ("message", "text", "body"):
+            if isinstance(event.get(key), str):
+                return str(event[key])
+    return str(event)
+
+
+EventShape = Literal["new", "old"]
+_SAFE_CODE = re.compile(r"[0-9]{4}")
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -142,6 +192,10 @@ class AuraClient:
         self.unauthorized_streak = 0
         # httpx's timeouts are per phase; this bounds a whole request (a slow-drip answer).
         self._deadline_s = t.connect + t.write + t.read + t.pool
+        # Body shapes that differ between doc generations (aura-api.md §13): None until
+        # AURA has accepted one, then that one for the rest of this client's life.
+        self._event_shape: EventShape | None = None
+        self._rating_shape: EventShape | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -302,6 +356,145 @@ class AuraClient:
                     raise CloudMalformed(f"active callouts: unreadable callout: {exc}") from exc
         return out
 
+    # ------------------------------------------------------------ events, cancel, after close
+
+    async def send_event(self, callout_id: int, text: str) -> bool:
+        """A chat/note to the control room. True sent; False the callout is closed (285).
+
+        The newer body ``{source, event}`` goes first; if AURA answers 400 the older
+        ``{message}`` is tried once, and the shape that worked is kept from then on.
+        """
+        path = f"/callouts/{callout_id}/events"
+        bodies: dict[EventShape, dict[str, Any]] = {
+            "new": {"source": "customer", "event": text},
+            "old": {"message": text},
+        }
+        response = await self._with_shape_fallback("_event_shape", path, bodies, "send event")
+        if response.status_code == HTTP_CLOSED:
+            logger.info("event=callout_event_not_sent reason=closed callout_id=%s", callout_id)
+            return False
+        return True
+
+    async def events(self, callout_id: int) -> list[CalloutEvent]:
+        response = await self._request("GET", f"/callouts/{callout_id}/events")
+        self._raise_for_status(response, "callout events")
+        items = _list_of(
+            _json(response, "callout events"), "callout events", ("calloutEvents", "events")
+        )
+        return [CalloutEvent.from_json(item) for item in items]
+
+    async def cancel(self, callout_id: int, *, safe_code: str | None = None) -> Callout:
+        """Cancel: ``{}`` (integration) or ``{"safeCode": "1234"}`` (customer-verified).
+
+        A wrong safe code may count as duress (aura-api.md §5.6), so a code that is not
+        exactly four digits is refused here, before any request, and nothing is ever retried
+        with other digits.
+        """
+        body: dict[str, Any] = {}
+        if safe_code is not None:
+            if not isinstance(safe_code, str) or not _SAFE_CODE.fullmatch(safe_code):
+                raise ValueError("safe_code must be exactly 4 digits")  # never echo the code
+            body["safeCode"] = safe_code
+        response = await self._request("POST", f"/callouts/{callout_id}/cancel", body)
+        return self._callout_answer(response, callout_id, "cancel callout")
+
+    async def exception_reasons(self, callout_id: int) -> list[tuple[int, str]]:
+        """The cancellation (exception) reasons AURA offers for this callout: ``(id, reason)``."""
+        response = await self._request("GET", f"/callouts/{callout_id}/exceptionReasons")
+        self._raise_for_status(response, "exception reasons")
+        items = _list_of(
+            _json(response, "exception reasons"), "exception reasons", ("exceptionReasons",)
+        )
+        out = []
+        for item in items:
+            reason = item.get("reason") if isinstance(item, dict) else None
+            reason_id = _int_or_none(item.get("id")) if isinstance(item, dict) else None
+            if reason_id is None or not isinstance(reason, str):
+                raise CloudMalformed("exception reasons: an item without an id and a reason")
+            out.append((reason_id, reason))
+        return out
+
+    async def add_exception_reason(
+        self, callout_id: int, reason_id: int | None, notes: str | None
+    ) -> None:
+        """Attach a cancellation reason; both fields are optional and omitted when None."""
+        body: dict[str, Any] = {}
+        if reason_id is not None:
+            body["exceptionReasonId"] = int(reason_id)
+        if notes is not None:
+            body["notes"] = notes
+        response = await self._request("POST", f"/callouts/{callout_id}/exceptionReasons", body)
+        self._raise_for_status(response, "add exception reason")
+
+    async def rate(self, callout_id: int, score: int, comment: str | None = None) -> None:
+        """Overall rating 1-5. Newer body first; on 400 the older one once, then remembered."""
+        if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+            raise ValueError("score must be an integer from 1 to 5")
+        new: dict[str, Any] = {"calloutId": callout_id, "rating": score}
+        old: dict[str, Any] = {"calloutId": callout_id, "rating": score}
+        if comment is not None:
+            new["additionalDetails"] = comment
+            old["comment"] = comment
+        new["customerAllowedToBeContacted"] = False
+        await self._with_shape_fallback(
+            "_rating_shape", "/ratings", {"new": new, "old": old}, "rate callout"
+        )
+
+    async def report(self, callout_id: int) -> dict[str, Any]:
+        """The resolution report (only after close; a 4xx before close is CloudRejected).
+
+        The path is not in the docs: ``aura.paths.resolution_report``. Returns the
+        ``report`` object when the answer wraps one, else the answer itself.
+        """
+        path = self._settings.paths.resolution_report.format(callout_id=callout_id)
+        response = await self._request("GET", path)
+        self._raise_for_status(response, "resolution report")
+        data = _json(response, "resolution report")
+        if not isinstance(data, dict):
+            raise CloudMalformed("resolution report: not a JSON object")
+        inner = data.get("report")
+        return inner if isinstance(inner, dict) else data
+
+    async def map(self, callout_id: int) -> dict[str, Any]:
+        """The static map: ``{"url": str | None, "image": str | None}``."""
+        response = await self._request("GET", f"/callouts/{callout_id}/maps")
+        self._raise_for_status(response, "callout map")
+        data = _json(response, "callout map")
+        if isinstance(data, dict) and not ({"url", "image"} & data.keys()):
+            data = data.get("map", data.get("data"))
+        if not isinstance(data, dict) or not ({"url", "image"} & data.keys()):
+            raise CloudMalformed("callout map: no url or image")
+        url, image = data.get("url"), data.get("image")
+        if not all(v is None or isinstance(v, str) for v in (url, image)):
+            raise CloudMalformed("callout map: url/image are not strings")
+        return {"url": url, "image": image}
+
+    async def _with_shape_fallback(
+        self,
+        memory: Literal["_event_shape", "_rating_shape"],
+        path: str,
+        bodies: dict[EventShape, dict[str, Any]],
+        what: str,
+    ) -> httpx.Response:
+        """POST the remembered shape, or newer then (on 400) older once; 2xx answer back.
+
+        A 285 (closed) is handed back as it is and teaches nothing about the shape.
+        """
+        known: EventShape | None = getattr(self, memory)
+        order: tuple[EventShape, ...] = (known,) if known is not None else ("new", "old")
+        for i, shape in enumerate(order):
+            response = await self._request("POST", path, bodies[shape])
+            if response.status_code == 400 and i + 1 < len(order):
+                logger.info("event=aura_body_shape_refused what=%r shape=%s", what, shape)
+                continue
+            self._raise_for_status(response, what)
+            if known is None and response.status_code != HTTP_CLOSED:
+                setattr(self, memory, shape)
+                if shape != "new":
+                    logger.info("event=aura_body_shape what=%r shape=%s", what, shape)
+            return response
+        raise AssertionError("unreachable")  # the last shape always returns or raises
+
     def _callout_answer(self, response: httpx.Response, callout_id: int, what: str) -> Callout:
         if response.status_code == HTTP_CLOSED:
             try:
@@ -310,6 +503,15 @@ class AuraClient:
                 return Callout(id=callout_id, status=None, closed=True)
         self._raise_for_status(response, what)
         return _callout_of(_json(response, what))
+
+
+def _list_of(data: Any, what: str, keys: tuple[str, ...]) -> list[Any]:
+    """A bare JSON list, or one wrapped under a known key (or ``data``)."""
+    if isinstance(data, dict):
+        data = next((data[k] for k in (*keys, "data") if k in data), None)
+    if not isinstance(data, list):
+        raise CloudMalformed(f"{what}: not a list")
+    return data
 
 
 def _seconds(value: Any) -> float | None:

@@ -61,6 +61,7 @@ class Config:
     credentials_path: Path
     journal_path: Path
     status_path: Path = Path("/run/aura-gateway/status.json")
+    control_path: Path = Path("/run/aura-gateway/control.sock")
     warnings: list[ConfigProblem] = field(default_factory=list)
     _by_id: dict[str, Device] = field(init=False, repr=False, compare=False)
 
@@ -118,6 +119,7 @@ def load_config(path: str | Path) -> Config:
             )
     journal_path = _setting_path(src, "journal_path")
     status_path = _setting_path(src, "status_path")
+    control_path = _setting_path(src, "control_path")
     if devices is not None and credentials is not None and devices_path is not None:
         dev_problems += check_device_keys(
             devices, credentials, devices_path, TomlLocator(devices_path.read_text())
@@ -130,13 +132,14 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(errors)
     # No errors means every part loaded; the asserts only narrow the types.
     assert gateway is not None and devices is not None and credentials is not None
-    assert devices_path and credentials_path and journal_path and status_path
+    assert devices_path and credentials_path and journal_path and status_path and control_path
     section = gateway.gateway.model_copy(
         update={
             "devices_file": devices_path,
             "credentials_file": credentials_path,
             "journal_path": journal_path,
             "status_path": status_path,
+            "control_path": control_path,
         }
     )
     return Config(
@@ -148,6 +151,7 @@ def load_config(path: str | Path) -> Config:
         credentials_path=credentials_path,
         journal_path=journal_path,
         status_path=status_path,
+        control_path=control_path,
         warnings=[p for p in problems if p.severity == "warning"],
     )
 

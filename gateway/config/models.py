@@ -22,6 +22,7 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 GESTURES = ("single", "double", "long", "hold")
@@ -51,6 +52,11 @@ class AuraPaths(Strict):
         "/callouts/{callout_id}/location/callout",
         description="Update-location-and-return-callout; the docs name it but do not give the "
         "path, so confirm it with AURA and set it here.",
+    )
+    resolution_report: str = Field(
+        "/callouts/{callout_id}/report",
+        description="Generate-a-resolution-report (GET, only after close); the docs name it but "
+        "do not give the path, so AURA must confirm it before go-live and it is set here.",
     )
 
 
@@ -117,6 +123,24 @@ class GatewaySection(Strict):
         Path("/run/aura-gateway/status.json"),
         description="Where the daemon keeps its current status for `aura-gateway status`.",
     )
+    control_path: Path = Field(
+        Path("/run/aura-gateway/control.sock"),
+        description="Unix socket the technician's commands (cancel, rate, ack) talk to.",
+    )
+    journal_max_mb: float = Field(
+        64.0,
+        ge=1,
+        le=4096,
+        description="Size the journal is kept under: closed incidents' history is pruned, "
+        "oldest first; alarms waiting for AURA never are.",
+    )
+    late_alarm_after_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A press raised this long after it was made gets a note for the "
+        "control room saying when it was pressed and why it is late.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     position: GatewayPosition | None = None
     max_fix_age_s: float = Field(
@@ -124,10 +148,34 @@ class GatewaySection(Strict):
     )
 
 
+class CancelSettings(Strict):
+    """What an integration cancel (a cancel gesture or `aura-gateway incidents cancel`)
+    tells AURA."""
+
+    exception_reason_id: int | None = Field(
+        None, gt=0, description="AURA's exception reason id, from the callout's reason list."
+    )
+    notes: str = Field("Cancelled at the gateway", max_length=500)
+
+
+class FallbackSettings(Strict):
+    """The local alarm when AURA refuses an alarm for good (403, 404, 400)."""
+
+    command: list[str] = Field(
+        default_factory=list,
+        description="argv of a command run once per undeliverable alarm (a siren, a relay, "
+        "an SMS gateway), with AURA_INCIDENT, AURA_DEVICE and AURA_REASON in its "
+        "environment. Empty: no command.",
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600)
+
+
 class GatewayFile(Strict):
     gateway: GatewaySection = GatewaySection()
     aura: AuraSettings
     inputs: list[InputConfig] = Field(min_length=1)
+    cancel: CancelSettings = CancelSettings()
+    fallback: FallbackSettings = FallbackSettings()
 
 
 # --------------------------------------------------------------------------- devices.toml
@@ -137,7 +185,21 @@ class DeviceType(Strict):
     """What a model of button can do; devices refer to it by name."""
 
     raise_gestures: list[Gesture] = Field(default_factory=lambda: ["single"], min_length=1)
+    cancel_gestures: list[Gesture] = Field(
+        default_factory=list,
+        description="Gestures that cancel this customer's open callout (an integration "
+        "cancel, never a safeCode); must not overlap raise_gestures.",
+    )
     has_gps: bool = False
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> DeviceType:
+        both = sorted(set(self.raise_gestures) & set(self.cancel_gestures))
+        if both:
+            raise ValueError(
+                f"gesture(s) {', '.join(both)} both raise and cancel: a press must mean one thing"
+            )
+        return self
 
 
 class LiveLocation(Strict):
@@ -199,7 +261,12 @@ class DeviceEventRoute(Strict):
     route: Literal["device"]
     aura_device_id: int = Field(gt=0)
     device_type_id: int = Field(gt=0)
+    # The message_type codes are agreed with AURA per device type at onboarding; only the
+    # raise has a documented example (1).
     raise_message_type: int = Field(1, ge=0)
+    location_message_type: int | None = Field(None, ge=0)
+    cancel_message_type: int | None = Field(None, ge=0)
+    health_message_type: int | None = Field(None, ge=0)
 
 
 class DeviceBase(Strict):

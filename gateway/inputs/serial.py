@@ -120,7 +120,7 @@ class SerialInput:
         if isinstance(frame, DeviceFix):
             return await self._fix(frame)
         if isinstance(frame, DeviceStatus):
-            return self._device_status(frame)
+            return await self._device_status(frame)
         if isinstance(frame, Hello):
             if frame.session != self.session:
                 logger.info(
@@ -198,7 +198,7 @@ class SerialInput:
         )
         return await self.router.on_fix(fix)
 
-    def _device_status(self, frame: DeviceStatus) -> bool | NakReason:
+    async def _device_status(self, frame: DeviceStatus) -> bool | NakReason:
         dev_id = device_key(frame.device_id)
         device = self.gateway.device(dev_id)
         if device is not None and device.auth == "hmac":
@@ -216,6 +216,9 @@ class SerialInput:
                 frame.tamper,
                 frame.battery_low,
             )
+            what = "was tampered with" if frame.tamper else "reports a low battery"
+            battery = f" (battery {frame.battery_pct}%)" if frame.battery_pct is not None else ""
+            await self.router.note_device(dev_id, f"The panic button {dev_id} {what}{battery}.")
         return True
 
     def _session_text(self) -> str:

@@ -15,6 +15,7 @@ import contextlib
 import ipaddress
 import logging
 import re
+import secrets
 import selectors
 import signal
 import socket
@@ -27,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qs, urlsplit
+
+import httpx
 
 from gateway.sandbox.state import (
     HTTP_CALLOUT_CLOSED,
@@ -43,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 JOIN_TIMEOUT_S = 2.0
+# max_rate()'s own requests carry this header with the sandbox's private nonce: they skip
+# fault injection and the request record, so measuring never disturbs a test.
+BENCH_HEADER = "X-Sandbox-Bench"
 _REASONS = {HTTP_CALLOUT_CLOSED: "Callout Closed"}
 
 
@@ -247,7 +253,9 @@ class _ApiHandler(_Handler):
         sandbox = self.server.sandbox
         state = sandbox._state
         authorization = self.headers.get("Authorization")
-        action = state.take_fault(path)
+        marker = self.headers.get(BENCH_HEADER)
+        bench = marker is not None and secrets.compare_digest(marker, sandbox._bench_nonce)
+        action = None if bench else state.take_fault(path)
         if action is not None:
             if action.mode == "down":  # slipped in on a connection being cut: refuse it
                 self._hang_up()
@@ -265,7 +273,13 @@ class _ApiHandler(_Handler):
         dropped = action is not None and action.mode in ("drop_reply", "stall")
         try:
             reply = state.handle_api(
-                self.command, path, authorization, raw, self.arrived_ns, reply_dropped=dropped
+                self.command,
+                path,
+                authorization,
+                raw,
+                self.arrived_ns,
+                reply_dropped=dropped,
+                record=not bench,
             )
         except Exception:  # a sandbox bug: say so loudly rather than hang up silently
             logger.exception("sandbox: %s %s failed", self.command, path)
@@ -397,6 +411,7 @@ class AuraSandbox:
         self._control: _Listener | None = None
         self._started = False
         self._stopping = threading.Event()
+        self._bench_nonce = secrets.token_hex(16)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -527,6 +542,88 @@ class AuraSandbox:
     def wait_for(self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float) -> bool:
         """Block until ``predicate(requests)`` is true (re-checked on each new record)."""
         return self._state.wait_for(predicate, timeout)
+
+    def max_rate(self, seconds: float = 1.0, connections: int = 4) -> float:
+        """The sandbox's own ceiling in requests/s, measured now over real HTTP.
+
+        ``connections`` keep-alive httpx clients, one thread each, send location updates to
+        a hidden callout of the sandbox's own for ``seconds``; every answer must be 200.
+        Those requests skip fault injection and are left out of ``requests()``, and the
+        callout is never listed (``callouts()``, activeCallouts) and is removed afterwards,
+        so a test or benchmark can measure between its own steps. Client-side cost (httpx,
+        the GIL shared with the server threads) is in the figure, as it is for any caller
+        in the same process. Raises RuntimeError if the API does not answer.
+        """
+        if not (seconds > 0 and connections >= 1):
+            raise ValueError("seconds must be > 0 and connections >= 1")
+        if not self._started or self._stopping.is_set():
+            raise RuntimeError("sandbox is not running")
+        callout_id, token = self._state.bench_open()
+        path = f"/panic-api/v2/callouts/{callout_id}/location"
+        body = {"latitude": -33.92, "longitude": 18.42, "accuracy": 5.0}
+        headers = {"Authorization": f"Bearer {token}", BENCH_HEADER: self._bench_nonce}
+        counts = [0] * connections
+        errors: list[str] = []
+        window: list[float] = []  # [start, deadline], set once every client is connected
+
+        def open_window() -> None:  # run by the barrier before it releases anyone
+            now = time.perf_counter()
+            window[:] = [now, now + seconds]
+
+        # Each client's first request may take a connect: allow for that, then give up.
+        ready = threading.Barrier(connections + 1, action=open_window, timeout=10.0)
+
+        def drive(slot: int, http: httpx.Client) -> None:
+            try:
+                http.post(path, json=body).raise_for_status()  # connect, keep alive
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            try:
+                ready.wait()
+            except threading.BrokenBarrierError:
+                return
+            if errors:
+                return
+            deadline = window[1]
+            done = 0
+            try:
+                while time.perf_counter() < deadline:
+                    response = http.post(path, json=body)
+                    if response.status_code != 200:
+                        errors.append(f"HTTP {response.status_code}")
+                        return
+                    done += 1
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                counts[slot] = done
+
+        clients = [
+            httpx.Client(base_url=self.base_url, headers=headers, timeout=5.0)
+            for _ in range(connections)
+        ]
+        threads = [
+            threading.Thread(target=drive, args=(i, c), name=f"aura-sandbox-rate-{i}")
+            for i, c in enumerate(clients)
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            try:
+                ready.wait()
+            except threading.BrokenBarrierError:
+                errors.append("clients did not get ready")
+            for thread in threads:
+                thread.join(seconds + 10.0)
+            elapsed = time.perf_counter() - window[0] if window else 0.0
+        finally:
+            for client in clients:
+                client.close()
+            self._state.bench_close(callout_id, token)
+        if errors or elapsed <= 0:
+            reason = errors[0] if errors else "no measurement"
+            raise RuntimeError(f"max_rate: the sandbox API did not answer: {reason}")
+        return sum(counts) / elapsed
 
     # ------------------------------------------------------------------ internals
 

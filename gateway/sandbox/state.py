@@ -16,8 +16,10 @@ import json
 import math
 import re
 import secrets
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +29,14 @@ from urllib.parse import unquote
 
 API_PREFIX = "/panic-api/v2"
 FIRST_CALLOUT_ID = 880001
+# Callouts max_rate() drives: their own id range, never listed, never in the record.
+BENCH_CALLOUT_ID = 990_000_001
 HTTP_CALLOUT_CLOSED = 285  # AURA's custom "callout is closed" answer to location updates
+
+# Body shapes of the doc generations (aura-api.md §13): which ones the sandbox accepts.
+BodyShapes = Literal["new", "old", "both"]
+_SHAPES: frozenset[str] = frozenset({"new", "old", "both"})
+_SAFE_CODE = re.compile(r"[0-9]{4}")
 
 FaultMode = Literal["down", "error", "rate_limit", "slow", "drop_reply", "stall"]
 FAULT_MODES: frozenset[str] = frozenset(
@@ -71,6 +80,16 @@ class SandboxSeed:
     token_style: Literal["new", "old"] = "new"
     # The docs do not say whether site callouts are idempotent like customer callouts.
     site_returns_existing: bool = True
+    # POST /callouts/{id}/events: "new" {source, event}, "old" {message}, or both accepted.
+    # A refused shape answers 400, so a client's fallback can be exercised for real.
+    events_shape: BodyShapes = "both"
+    # POST /ratings: "new" additionalDetails/customerAllowedToBeContacted, "old" comment.
+    ratings_shape: BodyShapes = "both"
+
+    def __post_init__(self) -> None:
+        for name in ("events_shape", "ratings_shape"):
+            if getattr(self, name) not in _SHAPES:
+                raise ValueError(f"{name} must be one of {sorted(_SHAPES)}")
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,8 @@ class Reply:
     authorized: bool = False
 
     def payload(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
         if isinstance(self.body, str) and not self.content_type.startswith("application/json"):
             return self.body.encode()
         return json.dumps(self.body, separators=(",", ":")).encode()
@@ -171,6 +192,37 @@ def _is_number(value: Any) -> bool:
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds_between(start: str, end: str | None) -> int | None:
+    if end is None:
+        return None
+    delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return max(0, math.floor(delta.total_seconds()))
+
+
+def _png(width: int = 64, height: int = 64) -> bytes:
+    """A plain grey PNG: the sandbox's stand-in for AURA's static callout map."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    rows = b"".join(b"\x00" + b"\xc8" * width for _ in range(height))  # 8-bit greyscale
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+_MAP_PNG = _png()
 
 
 def _b64url(data: bytes) -> str:
@@ -254,6 +306,10 @@ class _Callout:
     status: str = "created"
     closed: bool = False
     closed_at: str | None = None
+    outcome: str | None = None  # the status it closed with
+    cancelled_with: Literal["safeCode", "integration"] | None = None
+    rating: dict[str, Any] | None = None
+    hidden: bool = False  # max_rate()'s own callout: not listed anywhere
     incident: dict[str, Any] | None = None
     location_history: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -309,7 +365,26 @@ class _Callout:
             if self.location_history
             else None,
             "eventCount": len(self.events),
+            "events": [copy.deepcopy(e["message"]) for e in self.events],
             "exceptionReasons": [dict(r) for r in self.exception_reasons],
+            "cancelledWith": self.cancelled_with,
+            "rating": dict(self.rating) if self.rating else None,
+        }
+
+    def report(self) -> dict[str, Any]:
+        """The resolution report (only after close): outcome, response and resolution times.
+
+        Response time runs to the responder's arrival on scene (null if none arrived);
+        resolution time to the close. The docs give neither the path nor the format.
+        """
+        arrived = self.incident.get("arrivedAt") if self.incident else None
+        return {
+            "calloutId": self.id,
+            "outcome": self.outcome,
+            "createdAt": self.created_at,
+            "closedAt": self.closed_at,
+            "responseTimeSeconds": _seconds_between(self.created_at, arrived),
+            "resolutionTimeSeconds": _seconds_between(self.created_at, self.closed_at) or 0,
         }
 
     def set_status(self, status: str) -> None:
@@ -342,6 +417,7 @@ class _Callout:
         self.status = status
         self.closed = True
         self.closed_at = self.closed_at or _now_iso()
+        self.outcome = self.outcome or status
 
 
 # ------------------------------------------------------------------------------ routes
@@ -369,16 +445,23 @@ _ROUTES: tuple[_Route, ...] = tuple(
         ("GET", r"/callouts/(?P<callout_id>\d+)/events", "list_events", True),
         ("GET", r"/callouts/(?P<callout_id>\d+)/exceptionReasons", "list_reasons", True),
         ("POST", r"/callouts/(?P<callout_id>\d+)/exceptionReasons", "post_reason", True),
+        # The docs do not give the report's path; this is the gateway's configurable default.
+        ("GET", r"/callouts/(?P<callout_id>\d+)/report", "report", True),
+        ("GET", r"/callouts/(?P<callout_id>\d+)/maps", "maps", True),
+        ("POST", r"/ratings", "rating", True),
     )
 )
 
 _TRACK = re.compile(r"/track/(?P<callout_id>\d+)")
+_MAP_IMAGE = re.compile(r"/map/(?P<callout_id>\d+)\.png")
 _ANY_CALLOUT_ID = re.compile(r"/callouts/(\d+)(?:/|$)")
 
 
 def _match(method: str, path: str) -> tuple[str, dict[str, str], bool] | None:
     if (m := _TRACK.fullmatch(path)) and method == "GET":
         return "track", m.groupdict(), False
+    if (m := _MAP_IMAGE.fullmatch(path)) and method == "GET":
+        return "map_image", m.groupdict(), False
     if not path.startswith(API_PREFIX + "/"):
         return None
     rest = path[len(API_PREFIX) :]
@@ -389,7 +472,7 @@ def _match(method: str, path: str) -> tuple[str, dict[str, str], bool] | None:
 
 
 def _callout_id_in(path: str) -> int | None:
-    m = _ANY_CALLOUT_ID.search(path) or _TRACK.fullmatch(path)
+    m = _ANY_CALLOUT_ID.search(path) or _TRACK.fullmatch(path) or _MAP_IMAGE.fullmatch(path)
     return int(m.group(1)) if m else None
 
 
@@ -408,7 +491,9 @@ class SandboxState:
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._callouts: dict[int, _Callout] = {}
         self._next_callout_id = FIRST_CALLOUT_ID
+        self._next_bench_id = BENCH_CALLOUT_ID
         self._next_event_id = 1
+        self._next_rating_id = 1
         self._records: list[RecordedRequest] = []
         self._fault: Fault | None = None
         self._fault_re: re.Pattern[str] | None = None
@@ -462,7 +547,34 @@ class SandboxState:
 
     def callouts(self) -> list[dict[str, Any]]:
         with self._cond:
-            return [c.control_view() for c in self._callouts.values()]
+            return [c.control_view() for c in self._callouts.values() if not c.hidden]
+
+    def bench_open(self) -> tuple[int, str]:
+        """A hidden callout and a token for max_rate(): neither recorded nor listed."""
+        with self._cond:
+            callout_id = self._next_bench_id
+            self._next_bench_id += 1
+            now = _now_iso()
+            self._callouts[callout_id] = _Callout(
+                id=callout_id,
+                url=f"{self.public_url}/track/{callout_id}",
+                customer_id=None,
+                predefined_location_id=None,
+                response_type_id=None,
+                classification_id=None,
+                latitude=None,
+                longitude=None,
+                accuracy=None,
+                created_at=now,
+                location_updated_at=now,
+                hidden=True,
+            )
+            return callout_id, self._mint_token(self.seed.client_id)
+
+    def bench_close(self, callout_id: int, token: str) -> None:
+        with self._cond:
+            self._callouts.pop(callout_id, None)
+            self._tokens.pop(token, None)
 
     def wait_for(self, predicate: Callable[[list[RecordedRequest]], bool], timeout: float) -> bool:
         """Sleep on the Condition until ``predicate(records)`` holds; False on timeout."""
@@ -527,8 +639,9 @@ class SandboxState:
         arrived_ns: int,
         *,
         reply_dropped: bool = False,
+        record: bool = True,
     ) -> Reply:
-        """Process one API request and record it, atomically."""
+        """Process one API request and record it (unless ``record`` is False), atomically."""
         with self._cond:
             try:
                 reply = self._handle(method, path, authorization, raw)
@@ -541,9 +654,10 @@ class SandboxState:
                 )
             if reply.callout_id is None:
                 reply.callout_id = _callout_id_in(path)
-            self._record(
-                method, path, raw, None if reply_dropped else reply.status, arrived_ns, reply
-            )
+            if record:
+                self._record(
+                    method, path, raw, None if reply_dropped else reply.status, arrived_ns, reply
+                )
             return reply
 
     def record_unprocessed(
@@ -688,6 +802,15 @@ class SandboxState:
             and secrets.compare_digest(secret.encode(), self.seed.client_secret.encode())
         ):
             raise ApiError(401, "Invalid client credentials")
+        token = self._mint_token(client_id)
+        expires_in = max(0, math.floor(self.seed.token_lifetime_s))  # never promise more
+        if self.seed.token_style == "old":
+            data = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+        else:
+            data = {"accessToken": token, "tokenType": "Bearer", "expiresIn": expires_in}
+        return Reply(200, data, authorized=True)
+
+    def _mint_token(self, client_id: str) -> str:
         lifetime = float(self.seed.token_lifetime_s)
         now_mono, now_wall = time.monotonic(), time.time()
         # Drop expired tokens so a long benchmark does not grow the table.
@@ -708,12 +831,7 @@ class SandboxState:
             )
         )
         self._tokens[token] = now_mono + lifetime
-        expires_in = max(0, math.floor(lifetime))  # never promise more than is honoured
-        if self.seed.token_style == "old":
-            data = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
-        else:
-            data = {"accessToken": token, "tokenType": "Bearer", "expiresIn": expires_in}
-        return Reply(200, data, authorized=True)
+        return token
 
     def _api_customer_callout(self, params: dict[str, str], body: Any) -> Reply:
         obj = _object(body)
@@ -841,7 +959,10 @@ class SandboxState:
         )
 
     def _api_active_callouts(self, _params: dict[str, str], _body: Any) -> Reply:
-        return Reply(200, [c.flat() for c in self._callouts.values() if not c.closed])
+        # Cancelled callouts are closed, so they drop out here at once.
+        return Reply(
+            200, [c.flat() for c in self._callouts.values() if not c.closed and not c.hidden]
+        )
 
     def _api_get_callout(self, params: dict[str, str], _body: Any) -> Reply:
         callout = self._get(int(params["callout_id"]))
@@ -882,22 +1003,35 @@ class SandboxState:
 
     def _api_cancel(self, params: dict[str, str], body: Any) -> Reply:
         callout = self._get(int(params["callout_id"]))
-        _str_field(_object(body, optional=True), "safeCode")
+        safe_code = _str_field(_object(body, optional=True), "safeCode")
+        # The last four digits of the registered mobile (aura-api.md §5.6); what AURA does
+        # with a wrong but well-formed code is undocumented, so any four digits pass here.
+        if safe_code is not None and not _SAFE_CODE.fullmatch(safe_code):
+            raise ApiError(400, "safeCode must be exactly 4 digits")
         if callout.closed:  # idempotent: a retried cancel after a lost reply succeeds
             return Reply(200, {"message": "Callout already closed", "callout": callout.nested()})
         callout.close("Cancelled")
+        callout.cancelled_with = "integration" if safe_code is None else "safeCode"
         return Reply(200, {"message": "Callout cancelled", "callout": callout.nested()})
 
     def _api_post_event(self, params: dict[str, str], body: Any) -> Reply:
         callout = self._get(int(params["callout_id"]))
         obj = _object(body)
+        accepted = self.seed.events_shape
+        is_new = isinstance(obj.get("source"), str) and obj.get("event") not in (None, "")
+        is_old = isinstance(obj.get("message"), str) and bool(obj["message"])
         text: Any
-        if isinstance(obj.get("source"), str) and obj.get("event") not in (None, ""):
+        if is_new and accepted != "old":
             source, text = obj["source"], obj["event"]
-        elif isinstance(obj.get("message"), str) and obj["message"]:
+        elif is_old and accepted != "new":
             source, text = "integration", obj["message"]
         else:
-            raise ApiError(400, "Body must carry message, or source and event")
+            wanted = {
+                "new": "source and event",
+                "old": "message",
+                "both": "message, or source and event",
+            }[accepted]
+            raise ApiError(400, f"Body must carry {wanted}")
         now = _now_iso()
         event = {
             "id": self._next_event_id,
@@ -906,6 +1040,7 @@ class SandboxState:
             "event": {"message": text, "senderRole": source},
             "message": text,  # older response shape
             "source": source,
+            "createdBy": source,
             "createdAt": now,
             "updatedAt": now,
         }
@@ -933,6 +1068,69 @@ class SandboxState:
         entry = {"id": reason_id, "reason": reason, "notes": notes}
         callout.exception_reasons.append(entry)
         return Reply(200, dict(entry))
+
+    def _api_report(self, params: dict[str, str], _body: Any) -> Reply:
+        callout = self._get(int(params["callout_id"]))
+        if not callout.closed:
+            raise ApiError(400, "Report available after the callout is closed")
+        return Reply(
+            200, {"message": "Request completed successfully.", "report": callout.report()}
+        )
+
+    def _api_maps(self, params: dict[str, str], _body: Any) -> Reply:
+        callout = self._get(int(params["callout_id"]))
+        if not callout.closed:  # the lifecycle guide: map only after close
+            raise ApiError(400, "Map available after the callout is closed")
+        return Reply(200, {"url": f"{self.public_url}/map/{callout.id}.png", "image": None})
+
+    def _api_rating(self, _params: dict[str, str], body: Any) -> Reply:
+        obj = _object(body)
+        new_keys = {"additionalDetails", "customerAllowedToBeContacted"} & obj.keys()
+        old_keys = {"comment"} & obj.keys()
+        if new_keys and old_keys:
+            raise ApiError(400, "Use either additionalDetails or comment, not both")
+        shape = "old" if old_keys else "new"  # calloutId + rating alone fit both
+        accepted = self.seed.ratings_shape
+        if accepted != "both" and (new_keys if accepted == "old" else old_keys):
+            refused = sorted(new_keys or old_keys)
+            raise ApiError(400, f"Unknown field(s): {', '.join(refused)}")
+        callout_id = _int_field(obj, "calloutId", required=True)
+        rating = _int_field(obj, "rating", required=True)
+        assert callout_id is not None and rating is not None  # required=True
+        if not 1 <= rating <= 5:
+            raise ApiError(400, "rating must be between 1 and 5")
+        details = _str_field(obj, "comment" if shape == "old" else "additionalDetails")
+        contact = obj.get("customerAllowedToBeContacted")
+        if contact is not None and not isinstance(contact, bool):
+            raise ApiError(400, "customerAllowedToBeContacted must be a boolean")
+        callout = self._get(callout_id)
+        if not callout.closed:
+            raise ApiError(400, "Callout is not closed")
+        stored = {
+            "id": self._next_rating_id,
+            "calloutId": callout.id,
+            "rating": rating,
+            "details": details,
+            "customerAllowedToBeContacted": contact,
+            "shape": shape,
+            "createdAt": _now_iso(),
+        }
+        self._next_rating_id += 1
+        callout.rating = stored  # a later rating replaces an earlier one
+        result = {
+            "id": stored["id"],
+            "calloutId": callout.id,
+            "rating": rating,
+            "additionalDetails": details,
+            "customerAllowedToBeContacted": bool(contact),
+            "createdAt": stored["createdAt"],
+        }
+        return Reply(201, {"calloutRatingPostResult": result}, callout_id=callout.id)
+
+    def _api_map_image(self, params: dict[str, str], _body: Any) -> Reply:
+        """The image behind a map's ``url``, so the link opens."""
+        self._get(int(params["callout_id"]))
+        return Reply(200, _MAP_PNG, content_type="image/png", authorized=True)
 
     def _api_track(self, params: dict[str, str], _body: Any) -> Reply:
         """The hosted tracking link from the callout's ``url``, so the demo can open it."""

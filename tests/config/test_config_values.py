@@ -35,6 +35,9 @@ devices_file = "sub/buttons.toml"
 credentials_file = "../secret/aura.toml"
 journal_path = "state/journal.sqlite"
 status_path = "run/status.json"
+control_path = "run/control.sock"
+journal_max_mb = 16
+late_alarm_after_s = 90
 log_level = "DEBUG"
 max_fix_age_s = 42.5
 
@@ -199,6 +202,9 @@ def test_relative_paths_resolve_against_gateway_toml(tree: Path, monkeypatch) ->
     assert config.credentials_path == root / "secret" / "aura.toml"
     assert config.journal_path == root / "etc" / "state" / "journal.sqlite"
     assert config.status_path == root / "etc" / "run" / "status.json"
+    assert config.control_path == root / "etc" / "run" / "control.sock"
+    assert config.gateway.gateway.journal_max_mb == 16
+    assert config.gateway.gateway.late_alarm_after_s == 90
     # The model carries the same resolved paths.
     assert config.gateway.gateway.journal_path == config.journal_path
     assert config.gateway.gateway.status_path == config.status_path

@@ -70,11 +70,15 @@ def test_press_raises_one_callout_and_follows_it_until_closed(
     assert answered_285, "the gateway should have learnt of the close through HTTP 285"
 
     # After 285 the gateway stops streaming for that callout.
-    seen = len(sandbox.requests())
     receiver.send_fix(PENDANT, LAT + 0.001, LON, accuracy_m=5)
     time.sleep(3.0)  # three poll intervals of the test config
-    later = [r for r in sandbox.requests()[seen:] if str(callout_id) in r.path]
-    assert later == []
+    requests = sandbox.requests()
+    closed_at = next(i for i, r in enumerate(requests) if r.status == 285)
+    later = [r.path for r in requests[closed_at + 1 :] if str(callout_id) in r.path]
+    # Only the resolution report and the map, fetched once: no location, no poll.
+    assert sorted(later) == sorted(
+        f"/panic-api/v2/callouts/{callout_id}/{what}" for what in ("maps", "report")
+    )
 
 
 def test_fixed_location_device_sends_predefined_location_only(

@@ -579,3 +579,245 @@ def test_run_sandbox_serves_until_sigterm(tmp_path: Path) -> None:
             assert ctl.health()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
+
+
+# ------------------------------------------------------- after close: report, map, rating
+
+
+def test_report_only_after_close(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    assert client.get("/callouts/1/report", headers=auth).status_code == 404
+    early = client.get(f"/callouts/{callout_id}/report", headers=auth)
+    assert early.status_code == 400
+    assert early.json() == {"message": "Report available after the callout is closed"}
+
+    sandbox.set_status(callout_id, "Responder Arrived On Scene")
+    sandbox.close_callout(callout_id)
+    response = client.get(f"/callouts/{callout_id}/report", headers=auth)
+    assert response.status_code == 200
+    data = response.json()
+    assert set(data) == {"message", "report"}
+    report = data["report"]
+    (view,) = sandbox.callouts()
+    assert report["calloutId"] == callout_id and report["outcome"] == "Closed"
+    assert (report["createdAt"], report["closedAt"]) == (view["createdAt"], view["closedAt"])
+    assert isinstance(report["responseTimeSeconds"], int)  # a responder arrived
+    assert isinstance(report["resolutionTimeSeconds"], int)
+    assert report["resolutionTimeSeconds"] >= report["responseTimeSeconds"] >= 0
+
+
+def test_report_of_a_cancelled_callout(client: httpx.Client, auth: dict[str, str]) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    client.post(f"/callouts/{callout_id}/cancel", json={}, headers=auth)
+    report = client.get(f"/callouts/{callout_id}/report", headers=auth).json()["report"]
+    assert report["outcome"] == "Cancelled"
+    assert report["responseTimeSeconds"] is None  # nobody arrived
+    assert report["resolutionTimeSeconds"] == 0
+
+
+def test_map_only_after_close(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    assert client.get("/callouts/1/maps", headers=auth).status_code == 404
+    early = client.get(f"/callouts/{callout_id}/maps", headers=auth)
+    assert early.status_code == 400 and "closed" in early.json()["message"]
+    sandbox.close_callout(callout_id)
+    data = client.get(f"/callouts/{callout_id}/maps", headers=auth).json()
+    assert data == {"url": f"{sandbox.base_url}/map/{callout_id}.png", "image": None}
+    image = client.get(data["url"])  # the link opens, without a token, like the tracking link
+    assert image.status_code == 200 and image.headers["Content-Type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert client.get("/map/1.png").status_code == 404
+
+
+NEW_RATING = {"rating": 4, "additionalDetails": "quick", "customerAllowedToBeContacted": True}
+OLD_RATING = {"rating": 2, "comment": "slow"}
+
+
+def test_ratings_either_shape(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    early = client.post("/ratings", json={**NEW_RATING, "calloutId": callout_id}, headers=auth)
+    assert early.status_code == 400 and "not closed" in early.json()["message"]
+    unknown = client.post("/ratings", json={**NEW_RATING, "calloutId": 1}, headers=auth)
+    assert unknown.status_code == 404
+    sandbox.close_callout(callout_id)
+
+    for body, needle in (
+        ({"calloutId": callout_id}, "rating"),
+        ({"calloutId": callout_id, "rating": 0}, "between 1 and 5"),
+        ({"calloutId": callout_id, "rating": 6}, "between 1 and 5"),
+        ({"calloutId": callout_id, "rating": "5"}, "rating"),
+        ({"rating": 5}, "calloutId"),
+        ({"calloutId": callout_id, "rating": 5, "comment": "a", "additionalDetails": "b"}, "not"),
+    ):
+        response = client.post("/ratings", json=body, headers=auth)
+        assert response.status_code == 400, body
+        assert needle in response.json()["message"]
+    assert sandbox.callouts()[0]["rating"] is None
+
+    new = client.post("/ratings", json={**NEW_RATING, "calloutId": callout_id}, headers=auth)
+    assert new.status_code == 201
+    result = new.json()["calloutRatingPostResult"]
+    assert (result["calloutId"], result["rating"]) == (callout_id, 4)
+    rating = sandbox.callouts()[0]["rating"]
+    assert rating["rating"] == 4 and rating["details"] == "quick" and rating["shape"] == "new"
+    assert rating["customerAllowedToBeContacted"] is True
+
+    old = client.post("/ratings", json={**OLD_RATING, "calloutId": callout_id}, headers=auth)
+    assert old.status_code == 201
+    rating = sandbox.callouts()[0]["rating"]
+    assert (rating["rating"], rating["details"], rating["shape"]) == (2, "slow", "old")
+
+
+@pytest.mark.parametrize(("accepted", "refused"), [("new", OLD_RATING), ("old", NEW_RATING)])
+def test_ratings_shape_flag_refuses_the_other_shape(
+    make_sandbox: Callable[..., AuraSandbox], accepted: str, refused: dict[str, Any]
+) -> None:
+    sandbox = make_sandbox(SandboxSeed(ratings_shape=accepted))  # type: ignore[arg-type]
+    with httpx.Client(base_url=sandbox.api_url, timeout=2.0) as http:
+        auth = _auth(http)
+        callout_id = _create(http, auth).json()["callout"]["id"]
+        sandbox.close_callout(callout_id)
+        wanted = NEW_RATING if accepted == "new" else OLD_RATING
+        no = http.post("/ratings", json={**refused, "calloutId": callout_id}, headers=auth)
+        assert no.status_code == 400 and "Unknown field" in no.json()["message"]
+        assert sandbox.callouts()[0]["rating"] is None
+        yes = http.post("/ratings", json={**wanted, "calloutId": callout_id}, headers=auth)
+        assert yes.status_code == 201
+        # calloutId and rating alone fit either generation.
+        bare = http.post("/ratings", json={"calloutId": callout_id, "rating": 3}, headers=auth)
+        assert bare.status_code == 201
+    assert sandbox.callouts()[0]["rating"]["rating"] == 3
+
+
+@pytest.mark.parametrize(
+    ("accepted", "ok", "refused"),
+    [
+        ("new", {"source": "customer", "event": "hi"}, {"message": "hi"}),
+        ("old", {"message": "hi"}, {"source": "customer", "event": "hi"}),
+    ],
+)
+def test_events_shape_flag_refuses_the_other_shape(
+    make_sandbox: Callable[..., AuraSandbox],
+    accepted: str,
+    ok: dict[str, Any],
+    refused: dict[str, Any],
+) -> None:
+    sandbox = make_sandbox(SandboxSeed(events_shape=accepted))  # type: ignore[arg-type]
+    with httpx.Client(base_url=sandbox.api_url, timeout=2.0) as http:
+        auth = _auth(http)
+        path = f"/callouts/{_create(http, auth).json()['callout']['id']}/events"
+        no = http.post(path, json=refused, headers=auth)
+        assert no.status_code == 400 and "Body must carry" in no.json()["message"]
+        assert http.post(path, json=ok, headers=auth).status_code == 201
+    (view,) = sandbox.callouts()
+    assert view["eventCount"] == 1 and view["events"] == ["hi"]
+
+
+def test_bad_shape_flags_are_refused() -> None:
+    with pytest.raises(ValueError):
+        SandboxSeed(events_shape="newer")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        SandboxSeed(ratings_shape="")  # type: ignore[arg-type]
+
+
+def test_event_texts_in_the_control_view(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    path = f"/callouts/{callout_id}/events"
+    client.post(path, json={"message": "first"}, headers=auth)
+    client.post(path, json={"source": "customer", "event": "second"}, headers=auth)
+    (view,) = sandbox.callouts()
+    assert view["events"] == ["first", "second"] and view["eventCount"] == 2
+    listed = client.get(path, headers=auth).json()
+    assert [(e["event"]["message"], e["createdBy"]) for e in listed] == [
+        ("first", "integration"),
+        ("second", "customer"),
+    ]
+
+
+# ---------------------------------------------------------------------------- cancel
+
+
+@pytest.mark.parametrize("code", ["123", "12345", "12a4", "١٢٣٤", 1234, ""])
+def test_cancel_with_a_malformed_safe_code_is_400(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str], code: object
+) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    response = client.post(f"/callouts/{callout_id}/cancel", json={"safeCode": code}, headers=auth)
+    assert response.status_code == 400
+    (view,) = sandbox.callouts()
+    assert not view["closed"] and view["cancelledWith"] is None
+
+
+def test_cancel_records_how_and_leaves_active_callouts(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    a = _create(client, auth, 1001).json()["callout"]["id"]
+    b = _create(client, auth, 1003).json()["callout"]["id"]
+    active = client.get("/callouts/activeCallouts", headers=auth).json()
+    assert [c["id"] for c in active] == [a, b]
+
+    assert client.post(f"/callouts/{a}/cancel", json={"safeCode": "0427"}, headers=auth).is_success
+    assert [c["id"] for c in client.get("/callouts/activeCallouts", headers=auth).json()] == [b]
+    assert client.post(f"/callouts/{b}/cancel", headers=auth).is_success
+    assert client.get("/callouts/activeCallouts", headers=auth).json() == []
+    # A repeated cancel (a lost reply retried) keeps how it was first cancelled.
+    again = client.post(f"/callouts/{a}/cancel", json={}, headers=auth)
+    assert again.status_code == 200 and again.json()["callout"]["status"] == "Cancelled"
+    views = {c["id"]: c for c in sandbox.callouts()}
+    assert views[a]["cancelledWith"] == "safeCode"
+    assert views[b]["cancelledWith"] == "integration"
+    # A new raise for the customer opens a new callout: the cancelled one is not active.
+    assert _create(client, auth, 1001).json()["callout"]["id"] not in (a, b)
+
+
+def test_a_controller_close_is_not_a_cancel(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    sandbox.close_callout(callout_id)
+    assert sandbox.callouts()[0]["cancelledWith"] is None
+
+
+# -------------------------------------------------------------------------- max_rate
+
+
+def test_max_rate_leaves_the_record_and_state_alone(
+    sandbox: AuraSandbox, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    callout_id = _create(client, auth).json()["callout"]["id"]
+    before_requests, before_callouts = sandbox.requests(), sandbox.callouts()
+    sandbox.set_fault("error", status=503, count=1)  # not drawn by the measurement
+
+    rate = sandbox.max_rate(seconds=0.2, connections=2)
+
+    assert rate > 0
+    assert sandbox.requests() == before_requests
+    assert sandbox.callouts() == before_callouts
+    faulted = client.get("/callouts/activeCallouts", headers=auth)
+    assert faulted.status_code == 503  # the fault was still there for the next real request
+    active = client.get("/callouts/activeCallouts", headers=auth).json()
+    assert [c["id"] for c in active] == [callout_id]  # its own callout is never listed
+    assert _create(client, auth, 1003).json()["callout"]["id"] == callout_id + 1
+
+
+def test_max_rate_arguments_and_a_down_api(sandbox: AuraSandbox) -> None:
+    with pytest.raises(ValueError):
+        sandbox.max_rate(seconds=0)
+    with pytest.raises(ValueError):
+        sandbox.max_rate(connections=0)
+    sandbox.set_fault("down")
+    with pytest.raises(RuntimeError):
+        sandbox.max_rate(seconds=0.1, connections=1)
+    sandbox.clear_fault()
+    assert sandbox.max_rate(seconds=0.05, connections=1) > 0
+    stopped = AuraSandbox()
+    with pytest.raises(RuntimeError):
+        stopped.max_rate()

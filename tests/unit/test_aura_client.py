@@ -343,3 +343,335 @@ async def test_site_and_device_routes_use_their_paths() -> None:
     # A site reference is one path segment, whatever characters the technician used.
     assert paths[1] == b"/panic-api/v2/predefinedLocations/externalRef/S%201%2FA/callouts"
     assert paths[2] == b"/panic-api/v2/deviceEvent"
+
+
+# ------------------------------------------------- events, cancel, reasons, after close
+
+
+class Recorder:
+    """A scripted AURA: answers per (method, path) from a list, and keeps every request."""
+
+    def __init__(self, *answers: tuple[str, str, httpx.Response]) -> None:
+        self.script = list(answers)
+        self.seen: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth/token"):
+            return token_new()
+        self.seen.append(request)
+        for i, (method, path, response) in enumerate(self.script):
+            if request.method == method and request.url.path == "/panic-api/v2" + path:
+                del self.script[i]
+                return response
+        raise AssertionError(f"unexpected {request.method} {request.url.path}")
+
+    def bodies(self) -> list[object]:
+        return [json.loads(r.content) if r.content else None for r in self.seen]
+
+
+EVENTS = "/callouts/880001/events"
+RATINGS = "/ratings"
+NEW_EVENT = {"source": "customer", "event": "pressed 14 min ago"}
+OLD_EVENT = {"message": "pressed 14 min ago"}
+
+
+async def test_send_event_sends_the_newer_shape() -> None:
+    aura = Recorder(
+        ("POST", EVENTS, httpx.Response(201, json={"calloutEvent": {}})),
+        ("POST", EVENTS, httpx.Response(201, json={"calloutEvent": {}})),
+    )
+    client = make_client(aura)
+    assert await client.send_event(880001, "pressed 14 min ago") is True
+    assert await client.send_event(880001, "pressed 14 min ago") is True
+    await client.aclose()
+    assert aura.bodies() == [NEW_EVENT, NEW_EVENT]
+
+
+async def test_send_event_falls_back_once_and_remembers_the_older_shape() -> None:
+    aura = Recorder(
+        ("POST", EVENTS, httpx.Response(400, json={"message": "source is not allowed"})),
+        ("POST", EVENTS, httpx.Response(201, json={"id": 1, "message": "x"})),
+        ("POST", EVENTS, httpx.Response(201, json={"id": 2, "message": "x"})),
+    )
+    client = make_client(aura)
+    assert await client.send_event(880001, "pressed 14 min ago") is True
+    assert await client.send_event(880001, "pressed 14 min ago") is True
+    await client.aclose()
+    # The newer shape once, then the older one for the rest of the client's life.
+    assert aura.bodies() == [NEW_EVENT, OLD_EVENT, OLD_EVENT]
+
+
+async def test_send_event_refused_in_both_shapes_is_rejected_and_not_remembered() -> None:
+    aura = Recorder(
+        ("POST", EVENTS, httpx.Response(400, json={"message": "bad"})),
+        ("POST", EVENTS, httpx.Response(400, json={"message": "still bad"})),
+        ("POST", EVENTS, httpx.Response(201, json={})),
+    )
+    client = make_client(aura)
+    with pytest.raises(CloudRejected) as info:
+        await client.send_event(880001, "x")
+    assert info.value.status == 400 and "still bad" in str(info.value)
+    assert await client.send_event(880001, "x") is True  # the newer shape again, first
+    await client.aclose()
+    assert [sorted(b) for b in aura.bodies()] == [  # type: ignore[arg-type]
+        ["event", "source"],
+        ["message"],
+        ["event", "source"],
+    ]
+
+
+async def test_send_event_other_errors_do_not_fall_back() -> None:
+    aura = Recorder(("POST", EVENTS, httpx.Response(404, json={"message": "no callout"})))
+    client = make_client(aura)
+    with pytest.raises(CloudRejected):
+        await client.send_event(880001, "x")
+    await client.aclose()
+    assert len(aura.seen) == 1
+
+
+async def test_send_event_to_a_closed_callout_returns_false(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    aura = Recorder(("POST", EVENTS, httpx.Response(285, json={"message": "Callout is closed"})))
+    client = make_client(aura)
+    with caplog.at_level("INFO", logger="gateway.aura.client"):
+        assert await client.send_event(880001, "x") is False
+    await client.aclose()
+    assert len(aura.seen) == 1
+    assert "callout_event_not_sent" in caplog.text
+
+
+async def test_events_reads_both_item_shapes() -> None:
+    items = [
+        {  # newer: event is an object holding the message body
+            "id": 7,
+            "calloutId": 880001,
+            "calloutEventTypeId": 1,
+            "event": {"message": "on my way", "senderRole": "controller"},
+            "createdBy": "controller",
+            "createdAt": "2024-01-01T00:00:00Z",
+        },
+        {"id": 8, "calloutId": 880001, "message": "help", "createdAt": None},  # older
+        {"id": 9, "event": "plain text", "source": "customer"},
+        {"id": 10, "event": {"text": "via text"}},
+        {"id": 11, "event": {"body": "via body"}},
+        {"id": 12, "event": {"status": "Responder Dispatched"}, "createdBy": 42},
+    ]
+    aura = Recorder(
+        ("GET", EVENTS, httpx.Response(200, json=items)),
+        ("GET", EVENTS, httpx.Response(200, json={"calloutEvents": items[:1]})),
+    )
+    client = make_client(aura)
+    events = await client.events(880001)
+    wrapped = await client.events(880001)
+    await client.aclose()
+    assert [(e.id, e.text, e.source, e.created_at) for e in events] == [
+        (7, "on my way", "controller", "2024-01-01T00:00:00Z"),
+        (8, "help", None, None),
+        (9, "plain text", "customer", None),
+        (10, "via text", None, None),
+        (11, "via body", None, None),
+        (12, str({"status": "Responder Dispatched"}), "42", None),
+    ]
+    assert wrapped == events[:1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, json={"message": "ok"}),
+        httpx.Response(200, json=[{"id": 1}]),
+        httpx.Response(200, json=["text"]),
+        httpx.Response(200, text="<html>"),
+    ],
+)
+async def test_unreadable_events_are_malformed(answer: httpx.Response) -> None:
+    client = make_client(Recorder(("GET", EVENTS, answer)))
+    with pytest.raises(CloudMalformed):
+        await client.events(880001)
+    await client.aclose()
+
+
+@pytest.mark.parametrize(("safe_code", "body"), [(None, {}), ("0427", {"safeCode": "0427"})])
+async def test_cancel_with_and_without_a_safe_code(safe_code: str | None, body: object) -> None:
+    answer = {"message": "Callout cancelled", "callout": callout("Cancelled")}
+    aura = Recorder(("POST", "/callouts/880001/cancel", httpx.Response(200, json=answer)))
+    client = make_client(aura)
+    result = await client.cancel(880001, safe_code=safe_code)
+    await client.aclose()
+    assert result.id == 880001 and result.closed
+    assert aura.bodies() == [body]
+
+
+@pytest.mark.parametrize("bad", ["123", "12345", "12a4", " 1234", "1234\n", "١٢٣٤", "", 1234])
+async def test_a_malformed_safe_code_never_reaches_aura(bad: object) -> None:
+    aura = Recorder()
+    client = make_client(aura)
+    with pytest.raises(ValueError) as info:
+        await client.cancel(880001, safe_code=bad)  # type: ignore[arg-type]
+    await client.aclose()
+    assert aura.seen == []  # no request at all, and certainly no other digits
+    assert str(info.value) == "safe_code must be exactly 4 digits"  # the code is not echoed
+
+
+async def test_cancel_rejected_is_not_retried() -> None:
+    aura = Recorder(("POST", "/callouts/880001/cancel", httpx.Response(400, json={})))
+    client = make_client(aura)
+    with pytest.raises(CloudRejected):
+        await client.cancel(880001, safe_code="1234")
+    await client.aclose()
+    assert aura.bodies() == [{"safeCode": "1234"}]
+
+
+async def test_exception_reasons_list_and_add() -> None:
+    reasons = [{"id": 1, "reason": "Customer unavailable at location"}, {"id": 2, "reason": "x"}]
+    path = "/callouts/880001/exceptionReasons"
+    aura = Recorder(
+        ("GET", path, httpx.Response(200, json=reasons)),
+        ("GET", path, httpx.Response(200, json={"exceptionReasons": reasons[:1]})),
+        ("POST", path, httpx.Response(200, json={"id": 2, "reason": "x"})),
+        ("POST", path, httpx.Response(200, json={})),
+        ("GET", path, httpx.Response(200, json=[{"id": "one", "reason": "x"}])),
+    )
+    client = make_client(aura)
+    assert await client.exception_reasons(880001) == [
+        (1, "Customer unavailable at location"),
+        (2, "x"),
+    ]
+    assert await client.exception_reasons(880001) == [(1, "Customer unavailable at location")]
+    await client.add_exception_reason(880001, 2, "false alarm")
+    await client.add_exception_reason(880001, None, None)
+    with pytest.raises(CloudMalformed):
+        await client.exception_reasons(880001)
+    await client.aclose()
+    assert aura.bodies()[2:4] == [{"exceptionReasonId": 2, "notes": "false alarm"}, {}]
+
+
+NEW_RATING = {
+    "calloutId": 880001,
+    "rating": 4,
+    "additionalDetails": "quick",
+    "customerAllowedToBeContacted": False,
+}
+OLD_RATING = {"calloutId": 880001, "rating": 4, "comment": "quick"}
+
+
+async def test_rate_sends_the_newer_shape() -> None:
+    answer = httpx.Response(201, json={"calloutRatingPostResult": {"id": 1}})
+    aura = Recorder(("POST", RATINGS, answer))
+    client = make_client(aura)
+    await client.rate(880001, 4, "quick")
+    await client.aclose()
+    assert aura.bodies() == [NEW_RATING]
+
+
+async def test_rate_falls_back_once_and_remembers_the_older_shape() -> None:
+    aura = Recorder(
+        ("POST", RATINGS, httpx.Response(400, json={"message": "unknown field"})),
+        ("POST", RATINGS, httpx.Response(201, json={"id": 1, "calloutId": 880001})),
+        ("POST", RATINGS, httpx.Response(201, json={"id": 2, "calloutId": 880001})),
+    )
+    client = make_client(aura)
+    await client.rate(880001, 4, "quick")
+    await client.rate(880001, 4, "quick")
+    await client.aclose()
+    assert aura.bodies() == [NEW_RATING, OLD_RATING, OLD_RATING]
+
+
+async def test_rate_without_comment_and_both_shapes_refused() -> None:
+    aura = Recorder(
+        ("POST", RATINGS, httpx.Response(400, json={"message": "Callout is not closed"})),
+        ("POST", RATINGS, httpx.Response(400, json={"message": "Callout is not closed"})),
+    )
+    client = make_client(aura)
+    with pytest.raises(CloudRejected) as info:
+        await client.rate(880001, 5)
+    await client.aclose()
+    assert "not closed" in str(info.value)
+    assert aura.bodies() == [
+        {"calloutId": 880001, "rating": 5, "customerAllowedToBeContacted": False},
+        {"calloutId": 880001, "rating": 5},
+    ]
+
+
+@pytest.mark.parametrize("score", [0, 6, -1, True, 3.0, "4", None])
+async def test_rate_score_is_validated_before_any_request(score: object) -> None:
+    aura = Recorder()
+    client = make_client(aura)
+    with pytest.raises(ValueError):
+        await client.rate(880001, score)  # type: ignore[arg-type]
+    await client.aclose()
+    assert aura.seen == []
+
+
+async def test_report_uses_the_configurable_path() -> None:
+    report = {"calloutId": 880001, "outcome": "Closed", "resolutionTimeSeconds": 60}
+    aura = Recorder(
+        ("GET", "/callouts/880001/report", httpx.Response(200, json={"report": report})),
+        ("GET", "/reports/880001", httpx.Response(200, json=report)),
+    )
+    client = make_client(aura)
+    assert await client.report(880001) == report
+    await client.aclose()
+    other = make_client(aura, paths={"resolution_report": "/reports/{callout_id}"})
+    assert await other.report(880001) == report  # a flat answer is the report itself
+    await other.aclose()
+
+
+@pytest.mark.parametrize("status", [400, 404])
+async def test_report_before_close_is_rejected(status: int) -> None:
+    body = {"message": "Report available after the callout is closed"}
+    aura = Recorder(("GET", "/callouts/880001/report", httpx.Response(status, json=body)))
+    client = make_client(aura)
+    with pytest.raises(CloudRejected) as info:
+        await client.report(880001)
+    await client.aclose()
+    assert info.value.status == status and "after the callout is closed" in str(info.value)
+
+
+async def test_report_that_is_not_an_object_is_malformed() -> None:
+    aura = Recorder(("GET", "/callouts/880001/report", httpx.Response(200, json=[1])))
+    client = make_client(aura)
+    with pytest.raises(CloudMalformed):
+        await client.report(880001)
+    await client.aclose()
+
+
+async def test_map() -> None:
+    maps = "/callouts/880001/maps"
+    aura = Recorder(
+        ("GET", maps, httpx.Response(200, json={"url": "http://x/m.png", "image": None})),
+        ("GET", maps, httpx.Response(200, json={"map": {"url": None, "image": "aGk="}})),
+        ("GET", maps, httpx.Response(200, json={"message": "ok"})),
+        ("GET", maps, httpx.Response(200, json={"url": 5, "image": None})),
+        ("GET", maps, httpx.Response(400, json={"message": "not closed"})),
+    )
+    client = make_client(aura)
+    assert await client.map(880001) == {"url": "http://x/m.png", "image": None}
+    assert await client.map(880001) == {"url": None, "image": "aGk="}
+    for _ in range(2):
+        with pytest.raises(CloudMalformed):
+            await client.map(880001)
+    with pytest.raises(CloudRejected):
+        await client.map(880001)
+    await client.aclose()
+
+
+async def test_new_methods_renew_the_token_once_on_401() -> None:
+    tokens = 0
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal tokens, calls
+        if request.url.path.endswith("/oauth/token"):
+            tokens += 1
+            return token_new()
+        calls += 1
+        if calls == 1:
+            return httpx.Response(401, json={"message": "expired"})
+        return httpx.Response(201, json={})
+
+    client = make_client(handler)
+    assert await client.send_event(880001, "x") is True
+    await client.aclose()
+    assert (tokens, calls) == (2, 2)
