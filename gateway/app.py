@@ -28,6 +28,7 @@ from gateway.uplink import Uplink
 logger = logging.getLogger(__name__)
 
 STATUS_PERIOD_S = 5.0
+JOURNAL_CHECK_S = 60.0
 # READY waits this long for the receiver's port; an absent receiver must not stop the
 # gateway from starting (presses may still come from elsewhere, and status says so).
 INPUT_OPEN_WAIT_S = 2.0
@@ -119,6 +120,14 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
                     name="status-report",
                 )
             )
+            tasks.append(
+                tg.create_task(
+                    _keep_journal_small(
+                        journal, status, int(config.gateway.gateway.journal_max_mb * 2**20)
+                    ),
+                    name="journal-size",
+                )
+            )
             await _inputs_opened(inputs, INPUT_OPEN_WAIT_S)
             sdnotify.notify("READY=1\nSTATUS=" + status.summary())
             logger.info(
@@ -145,6 +154,24 @@ async def _inputs_opened(inputs: list[Any], limit_s: float) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline and not all(i.link.connected for i in inputs):  # noqa: ASYNC110
         await asyncio.sleep(0.02)  # start-up only; the link has no "opened" event to wait on
+
+
+async def _keep_journal_small(journal: AsyncJournal, status: StatusModel, cap: int) -> None:
+    """Report how full the journal is and prune ended history before it reaches its cap."""
+    while True:
+        try:
+            removed = await journal.call(lambda j: j.prune(cap))
+            used, on_disk = await journal.call(lambda j: j.size())
+        except JournalError as exc:
+            logger.error("event=journal_error error=%s", exc)
+        else:
+            if removed:
+                logger.info("event=journal_pruned presses=%d", removed)
+            fill = round(100 * used / cap, 1)
+            status.journal = {"used_bytes": used, "disk_bytes": on_disk, "fill_pct": fill}
+            if fill > 90:
+                logger.warning("event=journal_nearly_full fill_pct=%.1f", fill)
+        await asyncio.sleep(JOURNAL_CHECK_S)
 
 
 def _report_period(config: Config) -> float:

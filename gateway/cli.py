@@ -101,6 +101,9 @@ def format_status(data: dict) -> str:  # type: ignore[type-arg]
             f"frames ok {c.get('frames_ok', 0)}, bad {h['bad_frames']}, "
             f"reopens {c.get('reopens', 0)}"
         )
+    journal = data.get("journal") or {}
+    if journal:
+        lines.append(f"journal: {journal.get('fill_pct')}% of its cap in use")
     counters = data.get("counters", {})
     if counters:
         lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.aura.client import AuraClient, Callout
 from gateway.backoff import Backoff
-from gateway.config.models import AuraSettings
+from gateway.config.models import AuraSettings, EventDevice
 from gateway.engine import Engine
 from gateway.errors import (
     CloudError,
@@ -170,9 +170,21 @@ class Follower:
                     "longitude": fix.longitude,
                     "accuracy": fix.accuracy_m,
                 }
-                callout = await self.client.update_location_and_return(
-                    incident.callout_id, location
-                )
+                device = self.engine.config.device(incident.device_id)
+                if isinstance(device, EventDevice) and device.location_message_type is not None:
+                    # A device-route button's position goes the way its template expects.
+                    await self.client.device_event(
+                        device.aura_device_id,
+                        device.device_type_id,
+                        device.location_message_type,
+                        location,
+                    )
+                    callout = await self.client.get_callout(incident.callout_id)
+                else:
+                    callout = await self.client.update_location_and_return(
+                        incident.callout_id, location
+                    )
+                await self.journal.call(lambda j: j.add_trail(incident.id, fix))
                 logger.info(
                     "event=location_sent incident=%s callout=%s accuracy_m=%.0f fix_age_s=%.1f",
                     incident.id,

@@ -88,6 +88,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload     TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
+CREATE TABLE IF NOT EXISTS trail (
+    incident_id TEXT NOT NULL,
+    latitude    REAL NOT NULL,
+    longitude   REAL NOT NULL,
+    accuracy_m  REAL NOT NULL,
+    wall        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trail_incident ON trail(incident_id);
 CREATE TABLE IF NOT EXISTS fixes (
     device_id   TEXT PRIMARY KEY,
     latitude    REAL NOT NULL,
@@ -103,6 +111,8 @@ CREATE TABLE IF NOT EXISTS fixes (
 # request, so after a crash we know a request may have reached AURA.
 PENDING, SENDING, OPEN, CLOSED, FAILED = "pending", "sending", "open", "closed", "failed"
 DELIVERED = "delivered"  # AURA took the raise but named no callout to follow
+TRAIL_LIMIT = 100  # positions kept per callout
+PRUNE_TO = 0.8  # pruning brings the journal down to this share of its cap
 CANCELLED = "cancelled"
 ACTIVE_STATES = (PENDING, SENDING, OPEN)
 
@@ -575,6 +585,73 @@ class Journal:
                 ),
             )
         )
+
+    def add_trail(self, incident_id: str, fix: Fix) -> None:
+        """The positions sent for a callout, newest ``TRAIL_LIMIT`` kept (no fsync of its
+        own, like fixes: the location class)."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO trail (incident_id, latitude, longitude, accuracy_m, wall)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (incident_id, fix.latitude, fix.longitude, fix.accuracy_m, fix.stamp.wall),
+            )
+            db.execute(
+                "DELETE FROM trail WHERE incident_id = ? AND rowid NOT IN (SELECT rowid FROM"
+                " trail WHERE incident_id = ? ORDER BY rowid DESC LIMIT ?)",
+                (incident_id, incident_id, TRAIL_LIMIT),
+            )
+
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._tx(write)
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def size(self) -> tuple[int, int]:
+        """(bytes in use, bytes on disk) of the journal, WAL included."""
+        page = self._db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = self.path.with_name(self.path.name + "-wal")
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+        return (pages - free) * page, pages * page + wal_bytes
+
+    def prune(self, max_bytes: int, batch: int = 500) -> int:
+        """Keep the journal under ``max_bytes``: drop the history of ended incidents and of
+        ignored presses, oldest first. Alarms waiting for AURA, open incidents and the
+        replay counters are never touched. Returns the presses removed."""
+        removed = 0
+        while self.size()[0] > max_bytes * PRUNE_TO:
+            ended = self._db.execute(
+                "SELECT id FROM incidents WHERE state NOT IN (?, ?, ?) AND NOT (state = ?"
+                " AND acknowledged_wall IS NULL) AND id NOT IN (SELECT incident_id FROM outbox"
+                " WHERE state = 'pending') ORDER BY rowid LIMIT ?",
+                (PENDING, SENDING, OPEN, FAILED, batch),
+            ).fetchall()
+            ids = [r[0] for r in ended]
+
+            def drop(db: sqlite3.Connection, ids: list[str] = ids) -> int:
+                marks = ",".join("?" * len(ids))
+                gone = db.execute(
+                    "DELETE FROM presses WHERE rowid IN (SELECT rowid FROM presses WHERE"
+                    " incident_id IS NULL ORDER BY id LIMIT ?)",
+                    (batch,),
+                ).rowcount
+                gone += db.execute(
+                    f"DELETE FROM presses WHERE incident_id IN ({marks})", ids
+                ).rowcount
+                if ids:
+                    db.execute(f"DELETE FROM outbox WHERE incident_id IN ({marks})", ids)
+                    db.execute(f"DELETE FROM trail WHERE incident_id IN ({marks})", ids)
+                    db.execute(f"DELETE FROM incidents WHERE id IN ({marks})", ids)
+                return gone + len(ids)
+
+            dropped = self._tx(drop)
+            if dropped == 0:
+                break  # nothing left that may go: the status reports the fill
+            removed += dropped
+        return removed
 
     def fixes(self) -> list[Fix]:
         rows = self._db.execute(

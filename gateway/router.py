@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.config.models import EventDevice
 from gateway.engine import Attach, Cancel, Decision, Engine, Ignore, Raise, incident_key
 from gateway.errors import JournalError
 from gateway.journal import (
@@ -43,6 +44,8 @@ class UplinkPort(Protocol):
     def idle(self) -> bool: ...
 
     def offer(self, claimed: Attempt | None) -> None: ...
+
+    def device_health(self, device: EventDevice) -> None: ...
 
 
 def _write(press: Press, decision: Decision) -> PressWrite:
@@ -181,6 +184,8 @@ class Router:
         device = self.engine.config.device(device_id)
         if device is None:
             return
+        if isinstance(device, EventDevice):
+            self._uplink.device_health(device)
         open_id = self.engine.open_incident(incident_key(device))
         if open_id is None:
             return

@@ -40,6 +40,7 @@ class StatusModel:
     inputs: dict[str, InputHealth] = field(default_factory=dict)
     devices_seen: dict[str, DeviceHealth] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    journal: dict[str, float] = field(default_factory=dict)  # used/disk bytes, fill %
     _listeners: list[Callable[[StatusModel], None]] = field(default_factory=list, repr=False)
 
     def subscribe(self, listener: Callable[[StatusModel], None]) -> None:
@@ -91,4 +92,5 @@ class StatusModel:
             "inputs": {name: asdict(h) for name, h in self.inputs.items()},
             "devices_seen": {dev: asdict(h) for dev, h in self.devices_seen.items()},
             "counters": dict(self.counters),
+            "journal": dict(self.journal),
         }

@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Callable
 
 from gateway.aura.client import AuraClient, Callout
 from gateway.backoff import Backoff
-from gateway.config.models import AuraSettings, CancelSettings
+from gateway.config.models import AuraSettings, CancelSettings, EventDevice
 from gateway.engine import Engine
 from gateway.errors import (
+    CloudError,
     CloudMalformed,
     CloudRejected,
     CloudRetryable,
@@ -64,6 +65,7 @@ class Uplink:
         self._deferred: dict[str, float] = {}  # incident -> monotonic time of its next try
         self._creating = False
         self._draining = False
+        self._background: set[asyncio.Task[None]] = set()
         # Told of each raise, so the follower polls the new callout at once.
         self.on_raised: Callable[[str], None] = lambda incident_id: None
         self._clock_ns = clock_ns
@@ -152,6 +154,26 @@ class Uplink:
         finally:
             self._parked = False
 
+    def device_health(self, device: EventDevice) -> None:
+        """A device-route button reported its battery or a tamper: tell AURA's template
+        for it (best effort, in the background; the alarm path never waits for it)."""
+        if device.health_message_type is None:
+            return
+        task = asyncio.create_task(self._health(device), name=f"health:{device.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _health(self, device: EventDevice) -> None:
+        assert device.health_message_type is not None
+        try:
+            await self.client.device_event(
+                device.aura_device_id, device.device_type_id, device.health_message_type
+            )
+        except CloudError as exc:
+            logger.warning("event=health_not_sent device=%s error=%s", device.id, exc)
+        else:
+            logger.info("event=health_sent device=%s", device.id)
+
     def busy(self) -> bool:
         """Alarms are going out (a create in flight, or a queue being drained): location
         traffic waits, so no alarm ever queues behind it."""
@@ -234,8 +256,19 @@ class Uplink:
             return
         payload = item.payload or {}
         settings = self.cancel
+        device = self.engine.config.device(incident.device_id)
         try:
-            await self.client.cancel(incident.callout_id, safe_code=payload.get("safe_code"))
+            if (
+                isinstance(device, EventDevice)
+                and device.cancel_message_type is not None
+                and not payload.get("safe_code")
+            ):
+                # A device-route button cancels the way its template was agreed with AURA.
+                await self.client.device_event(
+                    device.aura_device_id, device.device_type_id, device.cancel_message_type
+                )
+            else:
+                await self.client.cancel(incident.callout_id, safe_code=payload.get("safe_code"))
         except CloudRejected as exc:
             if exc.status != 404:
                 raise

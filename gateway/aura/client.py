@@ -320,6 +320,27 @@ class AuraClient:
         self._raise_for_status(response, f"create {route} callout")
         return _callout_of(_json(response, f"create {route} callout"))
 
+    async def device_event(
+        self,
+        device_id: int,
+        device_type_id: int,
+        message_type: int,
+        location: dict[str, float] | None = None,
+    ) -> dict[str, Any]:
+        """A non-raise device event (location, cancel, health): AURA's template for the
+        device type turns it into the action agreed at onboarding. Returns AURA's answer."""
+        body: dict[str, Any] = {
+            "device_id": device_id,
+            "device_type_id": device_type_id,
+            "message_type": message_type,
+        }
+        if location is not None:
+            body["location"] = location
+        response = await self._request("POST", "/deviceEvent", body)
+        self._raise_for_status(response, f"device event {message_type}")
+        answer = _json(response, f"device event {message_type}")
+        return answer if isinstance(answer, dict) else {}
+
     async def update_location(self, callout_id: int, location: dict[str, float]) -> bool:
         """Location only. Returns False when AURA says the callout is closed (285)."""
         response = await self._request("POST", f"/callouts/{callout_id}/location", location)

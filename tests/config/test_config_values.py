@@ -62,6 +62,7 @@ pool = 2.5
 
 [aura.paths]
 update_location_and_return = "/callouts/{callout_id}/where"
+resolution_report = "/callouts/{callout_id}/outcome"
 
 [[inputs]]
 type = "serial"
@@ -152,6 +153,7 @@ def test_non_default_values_reach_the_model(tree: Path) -> None:
     assert (aura.backoff_initial_s, aura.backoff_max_s) == (1.5, 45)
     assert aura.timeouts == Timeouts(connect=1.25, read=20, write=21, pool=2.5)
     assert aura.paths.update_location_and_return == "/callouts/{callout_id}/where"
+    assert aura.paths.resolution_report == "/callouts/{callout_id}/outcome"
     assert inp == SerialInputConfig(
         type="serial",
         name="rx-left",

@@ -185,3 +185,28 @@ def test_heard_before_follows_receiver_order_within_one_session() -> None:
     assert not counter_is_replay(4, "abcd:10", 5, "abcd:11")  # older, but heard first
     assert counter_is_replay(5, "abcd:10", 5, "abcd:11")  # the same counter again
     assert not counter_is_replay(6, "abcd:12", 5, "abcd:11")
+
+
+def test_pruning_keeps_waiting_alarms_and_open_incidents(tmp_path: Path) -> None:
+    from gateway.journal import OPEN as OPEN_STATE
+
+    journal = Journal(tmp_path / "j.sqlite")
+    waiting = incident("customer:waiting")
+    journal.commit_press(press(1), decision="raise", reason="r", new_incident=waiting)
+    opened = incident("customer:open")
+    journal.commit_press(press(2), decision="raise", reason="r", new_incident=opened)
+    journal._db.execute("UPDATE incidents SET state = ? WHERE id = ?", (OPEN_STATE, opened.id))
+    journal._db.execute("UPDATE outbox SET state = 'done' WHERE incident_id = ?", (opened.id,))
+    for n in range(3, 2000):  # a long history: ended incidents and ignored presses
+        ended = incident(f"customer:{n}")
+        journal.commit_press(press(n), decision="raise", reason="r", new_incident=ended)
+        journal._db.execute("UPDATE outbox SET state = 'done' WHERE incident_id = ?", (ended.id,))
+        journal.mark_closed(ended.id, "Closed")
+        journal.commit_press(press(n + 100_000), decision="ignore", reason="r")
+    used, _ = journal.size()
+    removed = journal.prune(max_bytes=used // 4)
+    assert removed > 0
+    assert journal.size()[0] <= used // 4
+    assert journal.next_alarm() is not None and journal.next_alarm().incident_id == waiting.id  # type: ignore[union-attr]
+    assert journal.incident(opened.id) is not None
+    assert journal.press_count(waiting.id) == 1 and journal.press_count(opened.id) == 1

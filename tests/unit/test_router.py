@@ -26,6 +26,9 @@ class IdleUplink:
     def offer(self, claimed: Attempt | None) -> None:
         self.offers.append(claimed)
 
+    def device_health(self, device: object) -> None:
+        pass
+
 
 def press(
     device: str, counter: int, *, at_ns: int = 0, gesture: str = "single", frame: str = ""
