@@ -90,8 +90,11 @@ def format_status(data: dict) -> str:  # type: ignore[type-arg]
         + (f" ({data['uplink']['error']})" if data["uplink"].get("error") else ""),
         f"alarms waiting: {data['pending_alarms']}",
     ]
+    events = data.get("callout_events", {})
     for incident, stage in sorted(data.get("open_callouts", {}).items()):
-        lines.append(f"open callout: {incident} stage {stage}")
+        seen = events.get(incident)
+        said = f", {seen['count']} events, last: {seen['last']!r}" if seen else ""
+        lines.append(f"open callout: {incident} stage {stage}{said}")
     for incident, reason in sorted(data.get("undeliverable", {}).items()):
         lines.append(f"UNDELIVERABLE: {incident}: {reason}")
     for name, h in sorted(data.get("inputs", {}).items()):

@@ -158,6 +158,21 @@ class Follower:
             else:
                 self._missing.add(incident.id)
             await self._follow(incident)
+            await self._read_events(incident)
+
+    async def _read_events(self, incident: Incident) -> None:
+        """The callout's event stream (control-room chat, notes) for the status."""
+        if incident.callout_id is None or incident.id not in self.status.open_callouts:
+            return
+        try:
+            events = await self.client.events(incident.callout_id)
+        except CloudRejected as exc:
+            logger.info("event=events_unavailable incident=%s error=%s", incident.id, exc)
+            return
+        summary = {"count": len(events), "last": events[-1].text[:200] if events else None}
+        if self.status.callout_events.get(incident.id) != summary:
+            self.status.callout_events[incident.id] = summary
+            self.status.changed()
 
     async def _follow(self, incident: Incident) -> None:
         assert incident.callout_id is not None
@@ -242,6 +257,7 @@ class Follower:
         await self.journal.call(lambda j: j.mark_closed(incident.id, stage))
         self.engine.incident_ended(incident.id)
         self.status.open_callouts.pop(incident.id, None)
+        self.status.callout_events.pop(incident.id, None)
         self._missing.discard(incident.id)
         self.status.changed()
         logger.info(

@@ -248,7 +248,8 @@ class Router:
         if raises:
             self.status.pending_alarms += raises
             self.status.changed()
-            self._uplink.offer(claimed)
+        if raises or any(isinstance(d, Attach) for _, d, _ in items):
+            self._uplink.offer(claimed)  # a raise, a cancel or a "pressed again" note
         return results
 
     def _log_repeat(self, press: Press, verdict: str) -> None:

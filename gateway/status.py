@@ -41,6 +41,7 @@ class StatusModel:
     devices_seen: dict[str, DeviceHealth] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     journal: dict[str, float] = field(default_factory=dict)  # used/disk bytes, fill %
+    callout_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, last
     _listeners: list[Callable[[StatusModel], None]] = field(default_factory=list, repr=False)
 
     def subscribe(self, listener: Callable[[StatusModel], None]) -> None:
@@ -88,6 +89,7 @@ class StatusModel:
             "pending_alarms": self.pending_alarms,
             "devices_configured": self.devices,
             "open_callouts": dict(self.open_callouts),
+            "callout_events": dict(self.callout_events),
             "undeliverable": dict(self.failed_incidents),
             "inputs": {name: asdict(h) for name, h in self.inputs.items()},
             "devices_seen": {dev: asdict(h) for dev, h in self.devices_seen.items()},
