@@ -221,13 +221,7 @@ class ReceiverLink:
                 self._pushback = item  # the next frames() step sees the loss
             else:
                 out.append(item)
-        if (
-            self._reading_paused
-            and self._queue.qsize() <= RX_QUEUE_LOW
-            and self._transport is not None
-        ):
-            self._reading_paused = False
-            self._transport.resume_reading()
+        self._resume_if_drained()
         return out
 
     async def send(self, frame: Frame) -> None:
@@ -458,6 +452,11 @@ class ReceiverLink:
         item = await self._queue.get()
         if self._closing.is_set():
             return None
+        self._resume_if_drained()
+        return item
+
+    def _resume_if_drained(self) -> None:
+        """Read the port again once the consumer has caught up (see RX_QUEUE_HIGH)."""
         if (
             self._reading_paused
             and self._queue.qsize() <= RX_QUEUE_LOW
@@ -465,7 +464,6 @@ class ReceiverLink:
         ):
             self._reading_paused = False
             self._transport.resume_reading()
-        return item
 
     def _next_tx_seq(self) -> int:
         seq = self._tx_seq
