@@ -203,21 +203,33 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.add_argument("--config", default=DEFAULT_CONFIG, help="gateway.toml")
     incidents.add_argument("--json", action="store_true", help="machine-readable")
     acts = incidents.add_subparsers(dest="action")
-    acts.add_parser("list", help="every incident, newest first")
-    show = acts.add_parser("show", help="one incident: presses, AURA stage, report and map")
+    # --config and --json may also come after the action, where technicians type them.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="gateway.toml")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    acts.add_parser("list", help="every incident, newest first", parents=[common])
+    show = acts.add_parser(
+        "show", help="one incident: presses, AURA stage, report and map", parents=[common]
+    )
     show.add_argument("id")
-    cancel = acts.add_parser("cancel", help="withdraw an incident (integration cancel)")
+    cancel = acts.add_parser(
+        "cancel", help="withdraw an incident (integration cancel)", parents=[common]
+    )
     cancel.add_argument("id")
     cancel.add_argument("--reason-id", type=int, help="AURA exception reason id")
     cancel.add_argument("--notes", help="why, for the control room")
     cancel.add_argument(
         "--safe-code", help="the 4 digits the customer gave; never guess them (duress detection)"
     )
-    rate = acts.add_parser("rate", help="rate AURA's response to a closed callout")
+    rate = acts.add_parser(
+        "rate", help="rate AURA's response to a closed callout", parents=[common]
+    )
     rate.add_argument("id")
     rate.add_argument("score", type=int, choices=range(1, 6), metavar="SCORE(1-5)")
     rate.add_argument("comment", nargs="*")
-    ack = acts.add_parser("ack", help="acknowledge an undeliverable alarm you have handled")
+    ack = acts.add_parser(
+        "ack", help="acknowledge an undeliverable alarm you have handled", parents=[common]
+    )
     ack.add_argument("id")
     incidents.set_defaults(func=cmd_incidents, action=None, id=None)
 

@@ -157,6 +157,7 @@ def write_sim_config(
     section["credentials_file"] = str(workdir / "credentials.toml")
     section["journal_path"] = str(workdir / "journal.sqlite")
     section["status_path"] = str(workdir / "status.json")
+    section["control_path"] = str(workdir / "control.sock")
     data["aura"]["base_url"] = base_url
     data["aura"].update(aura or {})
     for entry in data["inputs"]:

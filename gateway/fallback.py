@@ -25,7 +25,7 @@ class Fallback:
     async def __call__(self, incident: Incident, reason: str) -> None:
         if not self.settings.command:
             logger.critical(
-                "event=fallback_missing incident=%s: no [fallback] command is configured",
+                "event=fallback_missing incident=%s why='no [fallback] command is configured'",
                 incident.id,
             )
             return

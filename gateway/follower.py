@@ -150,6 +150,9 @@ class Follower:
             return
         active = {c.id for c in await self.client.active_callouts()}
         for incident in incidents:
+            if self._alarms_busy():
+                self._next_full = time.monotonic()  # alarms first: finish the round later
+                return
             if incident.callout_id in active:
                 self._missing.discard(incident.id)
             elif incident.id in self._missing:

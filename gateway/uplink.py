@@ -123,8 +123,9 @@ class Uplink:
                     # AURA answered, with an error for this alarm: let the next one go.
                     self._deferred[item.incident_id] = time.monotonic() + delay
                 else:
-                    self._draining = False  # location traffic may try while we wait
-                    await asyncio.sleep(delay)  # AURA unreachable: keep the order, wait
+                    # AURA unreachable: keep the order and wait; still draining, so no
+                    # location round slips in ahead of the alarms when it comes back.
+                    await asyncio.sleep(delay)
             except JournalError as exc:
                 logger.error("event=journal_error error=%s", exc)
                 await asyncio.sleep(1.0)
@@ -206,6 +207,12 @@ class Uplink:
             await _not_a_rejection(self.client.authenticate(), "token")
             if unresolved:
                 callout = await self._reconcile(incident)
+                if callout is None and incident.route != "customer":
+                    # AURA hands back a customer's active callout on a second create, but
+                    # nothing says it does so for sites or devices: a slow AURA may still
+                    # be working on the first one. Give it a read timeout, look again.
+                    await asyncio.sleep(self.settings.timeouts.read)
+                    callout = await self._reconcile(incident)
                 unresolved = False
             if callout is None:
                 callout = await self.client.raise_callout(incident.request)
