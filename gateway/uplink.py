@@ -75,6 +75,9 @@ class Uplink:
 
     async def run_alarms(self) -> None:
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        # AURA unreachable (refused, no route, DNS): a connection attempt costs AURA nothing,
+        # so look again often and send the alarms within about a second of its return.
+        reach = Backoff(min(0.2, self.settings.reconnect_max_s), self.settings.reconnect_max_s)
         while True:
             self.alive_ns = self._clock_ns()
             self.wake.clear()  # cleared before the read, so a press in between is not missed
@@ -109,7 +112,11 @@ class Uplink:
                 else:
                     await self._give_up(item, exc)
             except (CloudRetryable, CloudUnauthorized) as exc:
-                delay = backoff.next_delay(getattr(exc, "retry_after", None))
+                unreachable = isinstance(exc, CloudRetryable) and not exc.maybe_delivered
+                if unreachable and exc.status is None:
+                    delay = reach.next_delay()
+                else:
+                    delay = backoff.next_delay(getattr(exc, "retry_after", None))
                 unauthorized = isinstance(exc, CloudUnauthorized)
                 self.status.set_uplink("unauthorized" if unauthorized else "down", str(exc))
                 logger.warning(
@@ -135,6 +142,7 @@ class Uplink:
                 await asyncio.sleep(backoff.next_delay())
             else:
                 backoff.reset()
+                reach.reset()
                 self._deferred.pop(item.incident_id, None)
                 self.status.set_uplink("up")
 

@@ -71,6 +71,13 @@ class AuraSettings(Strict):
     token_refresh_margin_s: float = Field(60.0, ge=0, le=600)
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=600)
+    reconnect_max_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Longest wait between attempts while AURA cannot be reached at all "
+        "(refused, no route, DNS): how soon alarms go out once it is back.",
+    )
 
     @field_validator("api_prefix")
     @classmethod

@@ -53,6 +53,7 @@ poll_interval_s = 7
 token_refresh_margin_s = 120
 backoff_initial_s = 1.5
 backoff_max_s = 45
+reconnect_max_s = 2.5
 
 [aura.timeouts]
 connect = 1.25
@@ -151,6 +152,7 @@ def test_non_default_values_reach_the_model(tree: Path) -> None:
     assert aura.poll_interval_s == 7
     assert aura.token_refresh_margin_s == 120
     assert (aura.backoff_initial_s, aura.backoff_max_s) == (1.5, 45)
+    assert aura.reconnect_max_s == 2.5
     assert aura.timeouts == Timeouts(connect=1.25, read=20, write=21, pool=2.5)
     assert aura.paths.update_location_and_return == "/callouts/{callout_id}/where"
     assert aura.paths.resolution_report == "/callouts/{callout_id}/outcome"
