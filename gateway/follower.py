@@ -29,7 +29,6 @@ from gateway.errors import (
     JournalError,
 )
 from gateway.journal import OPEN, AsyncJournal, Incident
-from gateway.signals import BOOT_ID
 from gateway.status import StatusModel
 
 logger = logging.getLogger(__name__)
@@ -63,7 +62,6 @@ class Follower:
         self._on_closed = on_closed
         self._alarms_busy = alarms_busy
         self._clock_ns = clock_ns
-        self._seen_open: dict[str, int] = {}  # incident -> last poll that found it open
         self._next_full = 0.0  # monotonic time of the next poll of every open callout
         self._last_full = 0.0
         self._recheck_due = False
@@ -180,6 +178,7 @@ class Follower:
     async def _follow(self, incident: Incident) -> None:
         assert incident.callout_id is not None
         polled_ns = self._clock_ns()
+        covered = await self.journal.call(lambda j: j.last_press_id())  # before the poll
         fix = self.engine.fresh_fix(incident.device_id) if _is_live(incident) else None
         try:
             if fix is not None:
@@ -239,7 +238,7 @@ class Follower:
         if callout.closed:
             await self._closed(incident, callout, "closed by AURA")
         else:
-            self._seen_open[incident.id] = polled_ns
+            await self.journal.call(lambda j: j.mark_seen_open(incident.id, covered))
 
     async def fetch_report(self, incident: Incident) -> None:
         """After the end, AURA's resolution report and map, fetched once and kept for the
@@ -273,9 +272,7 @@ class Follower:
         await self._tell(incident.device_id, "clear")
         await self.fetch_report(incident)
         # Presses attached after the last poll that saw it open may have come after the end.
-        seen = self._seen_open.pop(incident.id, None)
-        if seen is None:
-            seen = incident.press_mono_ns if incident.press_boot_id == BOOT_ID else 0
+        seen = await self.journal.call(lambda j: j.seen_open(incident.id))
         await self._on_closed(incident, seen)
 
 

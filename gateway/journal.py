@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload     TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
+CREATE TABLE IF NOT EXISTS seen_open (
+    incident_id TEXT PRIMARY KEY,
+    press_id    INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS trail (
     incident_id TEXT NOT NULL,
     latitude    REAL NOT NULL,
@@ -608,6 +612,34 @@ class Journal:
         finally:
             self._db.execute("PRAGMA synchronous=FULL")
 
+    def last_press_id(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM presses").fetchone()[0])
+
+    def mark_seen_open(self, incident_id: str, press_id: int) -> None:
+        """A poll sent after press row ``press_id`` found the callout open: that press and
+        every one before it were covered by the callout and are never raised again. Kept
+        across restarts (by journal order, not by any clock)."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO seen_open (incident_id, press_id) VALUES (?, ?)"
+                " ON CONFLICT(incident_id) DO UPDATE SET press_id = excluded.press_id",
+                (incident_id, press_id),
+            )
+
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a hint, not an alarm: no fsync
+        try:
+            self._tx(write)
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def seen_open(self, incident_id: str) -> int:
+        """The last press stored when a poll last found the callout open (0: never)."""
+        row = self._db.execute(
+            "SELECT press_id FROM seen_open WHERE incident_id = ?", (incident_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def size(self) -> tuple[int, int]:
         """(bytes in use, bytes on disk) of the journal, WAL included."""
         page = self._db.execute("PRAGMA page_size").fetchone()[0]
@@ -799,12 +831,12 @@ class Journal:
 
         self._tx(write)
 
-    def presses_after(self, incident_id: str, mono_ns: int, boot_id: str) -> list[int]:
-        """Ids of presses attached to an incident after a moment (same boot), oldest first."""
+    def presses_after(self, incident_id: str, press_id: int) -> list[int]:
+        """Ids of presses attached to an incident after journal row ``press_id``."""
         rows = self._db.execute(
-            "SELECT id FROM presses WHERE incident_id = ? AND decision = 'attach'"
-            " AND (boot_id != ? OR mono_ns > ?) ORDER BY id",
-            (incident_id, boot_id, mono_ns),
+            "SELECT id FROM presses WHERE incident_id = ? AND decision = 'attach' AND id > ?"
+            " ORDER BY id",
+            (incident_id, press_id),
         )
         return [r[0] for r in rows.fetchall()]
 

@@ -23,7 +23,7 @@ from gateway.journal import (
     Stored,
     counter_is_replay,
 )
-from gateway.signals import BOOT_ID, Fix, Press
+from gateway.signals import Fix, Press
 from gateway.status import StatusModel
 
 logger = logging.getLogger(__name__)
@@ -197,9 +197,10 @@ class Router:
         if queued:
             self._uplink.offer(None)
 
-    async def reraise_after(self, incident: Incident, seen_open_ns: int) -> None:
-        """The callout ended: presses attached after it was last seen open raise again."""
-        ids = await self.journal.call(lambda j: j.presses_after(incident.id, seen_open_ns, BOOT_ID))
+    async def reraise_after(self, incident: Incident, seen_open: int) -> None:
+        """The callout ended: presses attached after the last poll that found it open
+        (``seen_open``: the last journal row then) raise again."""
+        ids = await self.journal.call(lambda j: j.presses_after(incident.id, seen_open))
         if not ids:
             return
         async with self._lock:
