@@ -50,11 +50,14 @@ async def run_daemon(config: Config) -> int:
 
 async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> int:
     active = await journal.call(lambda j: j.incidents(ACTIVE_STATES))
+    # An incident whose cancel is still on its way is over for new presses, after a
+    # restart as before it: a press now is a new emergency.
+    cancelling = await journal.call(lambda j: j.cancelling())
     failed = await journal.call(lambda j: j.unacknowledged_failures())
     fixes = await journal.call(lambda j: j.fixes())
     engine = Engine(
         config,
-        open_incidents={i.key: i.id for i in active},
+        open_incidents={i.key: i.id for i in active if i.id not in cancelling},
         fixes=fixes,
         clock_ns=time.monotonic_ns,
     )
@@ -87,7 +90,7 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
         status,
         config.gateway.aura,
         tell=indicate,
-        on_closed=lambda incident, seen: router.reraise_after(incident, seen),
+        on_closed=lambda incident, stage, seen: router.close_incident(incident, stage, seen),
         alarms_busy=uplink.busy,
     )
     uplink.on_raised = follower.follow_soon

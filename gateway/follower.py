@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 RECHECK_GAP_S = 1.0
 Tell = Callable[[str, str], Awaitable[None]]
-Closed = Callable[[Incident, int], Awaitable[None]]
+Closed = Callable[[Incident, str | None, int], Awaitable[None]]
 
 
 class Follower:
@@ -256,8 +256,10 @@ class Follower:
 
     async def _closed(self, incident: Incident, callout: Callout | None, why: str) -> None:
         stage = callout.status if callout is not None else None
-        await self.journal.call(lambda j: j.mark_closed(incident.id, stage))
-        self.engine.incident_ended(incident.id)
+        # Presses attached after the last poll that saw it open may have come after the end;
+        # the router closes the incident and raises such a press in one transaction.
+        seen = await self.journal.call(lambda j: j.seen_open(incident.id))
+        await self._on_closed(incident, stage, seen)
         self.status.open_callouts.pop(incident.id, None)
         self.status.callout_events.pop(incident.id, None)
         self._missing.discard(incident.id)
@@ -271,9 +273,6 @@ class Follower:
         )
         await self._tell(incident.device_id, "clear")
         await self.fetch_report(incident)
-        # Presses attached after the last poll that saw it open may have come after the end.
-        seen = await self.journal.call(lambda j: j.seen_open(incident.id))
-        await self._on_closed(incident, seen)
 
 
 async def _report_of(client: AuraClient, callout_id: int) -> dict[str, object]:

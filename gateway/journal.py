@@ -361,6 +361,24 @@ def _cancel(db: sqlite3.Connection, incident_id: str, payload: dict[str, Any] | 
         _enqueue(db, incident_id, "cancel", payload)
 
 
+def _promote(
+    db: sqlite3.Connection, press: Press, press_id: int, new_incident: NewIncident, reason: str
+) -> None:
+    (old_incident,) = db.execute(
+        "SELECT incident_id FROM presses WHERE id = ?", (press_id,)
+    ).fetchone()
+    _insert_incident(db, new_incident, press, claim=False)
+    db.execute(
+        "UPDATE presses SET decision = 'raise', reason = ?, incident_id = ? WHERE id = ?",
+        (reason, new_incident.id, press_id),
+    )
+    # Later presses that were attached with it belong to the new incident too.
+    db.execute(
+        "UPDATE presses SET incident_id = ? WHERE incident_id = ? AND id > ?",
+        (new_incident.id, old_incident, press_id),
+    )
+
+
 def _insert(db: sqlite3.Connection, write: PressWrite, claim: bool) -> Stored:
     press, new_incident = write.press, write.new_incident
     inc_id = write.incident_id
@@ -858,26 +876,33 @@ class Journal:
             frame_key=row[10],
         )
 
-    def promote_press(self, press_id: int, new_incident: NewIncident, reason: str) -> None:
-        """A press attached to an incident that turned out closed becomes its own raise."""
+    def close_incident(
+        self,
+        incident_id: str,
+        status: str | None,
+        promote: tuple[int, NewIncident, str] | None = None,
+    ) -> None:
+        """The callout ended; if a press attached after it was last seen open, that press
+        becomes its own raise in the same transaction, so no crash can come between the
+        two and leave the press attached to an ended callout."""
 
         def write(db: sqlite3.Connection) -> None:
-            press = self.press(press_id)
-            (old_incident,) = db.execute(
-                "SELECT incident_id FROM presses WHERE id = ?", (press_id,)
-            ).fetchone()
-            _insert_incident(db, new_incident, press, claim=False)
             db.execute(
-                "UPDATE presses SET decision = 'raise', reason = ?, incident_id = ? WHERE id = ?",
-                (reason, new_incident.id, press_id),
+                "UPDATE incidents SET state = ?, aura_status = COALESCE(?, aura_status),"
+                " closed_wall = ? WHERE id = ?",
+                (CLOSED, status, time.time(), incident_id),
             )
-            # Later presses that were attached with it belong to the new incident too.
-            db.execute(
-                "UPDATE presses SET incident_id = ? WHERE incident_id = ? AND id > ?",
-                (new_incident.id, old_incident, press_id),
-            )
+            if promote is not None:
+                _promote(db, self.press(promote[0]), *promote)
 
         self._tx(write)
+
+    def cancelling(self) -> set[str]:
+        """Incidents with a cancel still waiting to reach AURA: no longer open for presses."""
+        rows = self._db.execute(
+            "SELECT DISTINCT incident_id FROM outbox WHERE kind = 'cancel' AND state = 'pending'"
+        )
+        return {r[0] for r in rows.fetchall()}
 
     def set_aura_status(self, incident_id: str, status: str | None) -> None:
         self._tx(

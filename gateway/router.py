@@ -197,31 +197,37 @@ class Router:
         if queued:
             self._uplink.offer(None)
 
-    async def reraise_after(self, incident: Incident, seen_open: int) -> None:
-        """The callout ended: presses attached after the last poll that found it open
-        (``seen_open``: the last journal row then) raise again."""
-        ids = await self.journal.call(lambda j: j.presses_after(incident.id, seen_open))
-        if not ids:
-            return
+    async def close_incident(self, incident: Incident, stage: str | None, seen_open: int) -> None:
+        """The callout ended. A press attached after the last poll that found it open
+        (``seen_open``: the last journal row then) may have come after the end: the first
+        such press becomes its own raise, in the same transaction as the close."""
         async with self._lock:
-            press = await self.journal.call(lambda j: j.press(ids[0]))
-            decision = self.engine.decide(press)
-            if not isinstance(decision, Raise):
-                logger.error(
-                    "event=press_reraise_failed incident=%s press=%d reason=%r",
-                    incident.id,
-                    ids[0],
-                    decision.reason,
-                )
+            ids = await self.journal.call(lambda j: j.presses_after(incident.id, seen_open))
+            self.engine.incident_ended(incident.id)
+            promote = None
+            decision: Decision | None = None
+            if ids:
+                press = await self.journal.call(lambda j: j.press(ids[0]))
+                decision = self.engine.decide(press)
+                if isinstance(decision, Raise):
+                    reason = f"pressed after callout {incident.callout_id} ended"
+                    promote = (ids[0], decision.incident, reason)
+                else:
+                    logger.error(
+                        "event=press_reraise_failed incident=%s press=%d reason=%r",
+                        incident.id,
+                        ids[0],
+                        decision.reason,
+                    )
+            await self.journal.call(lambda j: j.close_incident(incident.id, stage, promote))
+            if promote is None or decision is None:
                 return
-            reason = f"pressed after callout {incident.callout_id} ended"
-            await self.journal.call(lambda j: j.promote_press(ids[0], decision.incident, reason))
             self.engine.apply(decision)
         logger.warning(
             "event=press_reraised device=%s old_incident=%s incident=%s presses=%d",
             press.device_id,
             incident.id,
-            decision.incident.id,
+            promote[1].id,
             len(ids),
         )
         self.status.pending_alarms += 1

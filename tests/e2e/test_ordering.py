@@ -88,8 +88,12 @@ def runner(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DaemonRun
     ):
         runner = DaemonRunner(tmp_path, sandbox, receiver)
         # A receiver watchdog of 2 s: the status file is rewritten every 0.5 s.
+        # Reconnect attempts up to 1 s apart, so AURA can come back in the middle of one.
         runner.write_config(
-            devices_file=tmp_path / "devices.toml", device_keys=keys, serial={"watchdog_s": 2.0}
+            devices_file=tmp_path / "devices.toml",
+            device_keys=keys,
+            serial={"watchdog_s": 2.0},
+            reconnect_max_s=1.0,
         )
         try:
             yield runner
