@@ -67,7 +67,6 @@ class Follower:
         self._recheck_due = False
         self._soon: set[str] = set()  # just raised: poll these at once, alone
         self._missing: set[str] = set()  # incidents absent from the active list last time
-        self.alive_ns = clock_ns()
 
     def follow_soon(self, incident_id: str) -> None:
         """A callout was just raised: its first poll need not wait for the interval."""
@@ -99,7 +98,6 @@ class Follower:
         self._next_full = time.monotonic() + self.settings.poll_interval_s
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
         while True:
-            self.alive_ns = self._clock_ns()
             if not self._soon and not self._full_round_due(time.monotonic()):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self._timeout(time.monotonic()))

@@ -69,7 +69,6 @@ class Uplink:
         # Told of each raise, so the follower polls the new callout at once.
         self.on_raised: Callable[[str], None] = lambda incident_id: None
         self._clock_ns = clock_ns
-        self.alive_ns = clock_ns()  # last sign of life of both loops, for the watchdog
 
     # ------------------------------------------------------------------ alarms
 
@@ -79,7 +78,6 @@ class Uplink:
         # so look again often and send the alarms within about a second of its return.
         reach = Backoff(min(0.2, self.settings.reconnect_max_s), self.settings.reconnect_max_s)
         while True:
-            self.alive_ns = self._clock_ns()
             self.wake.clear()  # cleared before the read, so a press in between is not missed
             attempt, self._handoff = self._handoff, None
             now = time.monotonic()
