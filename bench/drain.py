@@ -37,7 +37,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from firmware_bridge.sim import SimulatedReceiver  # noqa: E402
+from gateway.config import load_config  # noqa: E402
 from gateway.demo import DaemonProcess  # noqa: E402
 from gateway.sandbox import AuraSandbox, RecordedRequest, SandboxSeed  # noqa: E402
 from tests.e2e.soak import write_config  # noqa: E402
@@ -165,7 +165,8 @@ def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> tuple[Drain,
             {f"{dev:08x}": key.hex() for dev, key in keys.items()},
             aura,
         )
-        settings = dict(tomllib.loads(config.read_text())["aura"])
+        # The effective settings, defaults included, as the daemon reads them.
+        settings = load_config(config).gateway.aura.model_dump()
         daemon = DaemonProcess(config, echo=lambda line: print(f"  daemon: {line}"))
         try:
             daemon.wait_event("ready", 30)
@@ -213,7 +214,7 @@ def run_once(args: argparse.Namespace, seed: int, workdir: Path) -> tuple[Drain,
 
             if not sandbox.wait_for(creates_done, 120):
                 raise BenchFailed("not every alarm reached AURA within 120 s of recovery")
-            time.sleep(float(settings.get("poll_interval_s", 2.0)) + 0.5)  # locations follow
+            time.sleep(float(settings["poll_interval_s"]) + 0.5)  # let locations follow
             after = sandbox.requests()[before:]
             max_rate_4 = sandbox.max_rate(seconds=1.0, connections=4)
             max_rate_1 = sandbox.max_rate(seconds=1.0, connections=1)
@@ -308,10 +309,12 @@ def main() -> int:
     cap1 = [d.max_rate_1 for d in runs]
     early = sum(d.locations_before_last for d in runs)
     others = sorted({k for d in runs for k in d.other_before_last})
+    reconnect = settings.get("reconnect_max_s")
     print(
-        f"  config               backoff {settings.get('backoff_initial_s', 0.5)}.."
-        f"{settings.get('backoff_max_s', 30.0)} s (full jitter), poll"
-        f" {settings.get('poll_interval_s')} s"
+        f"  config               backoff {settings['backoff_initial_s']}.."
+        f"{settings['backoff_max_s']} s (full jitter)"
+        + (f", AURA unreachable: look again within {reconnect} s" if reconnect else "")
+        + f", poll {settings['poll_interval_s']} s"
     )
     print(
         f"  recovery -> first    p50 {med(firsts):7.0f} ms   max {max(firsts):7.0f} ms"
