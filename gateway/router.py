@@ -16,6 +16,7 @@ from gateway.config.models import EventDevice
 from gateway.engine import Attach, Cancel, Decision, Engine, Ignore, Raise, incident_key
 from gateway.errors import JournalError
 from gateway.journal import (
+    OPEN,
     AsyncJournal,
     Attempt,
     Incident,
@@ -202,6 +203,9 @@ class Router:
         (``seen_open``: the last journal row then) may have come after the end: the first
         such press becomes its own raise, in the same transaction as the close."""
         async with self._lock:
+            current = await self.journal.call(lambda j: j.incident(incident.id))
+            if current is None or current.state != OPEN:
+                return  # cancelled (or closed) meanwhile: nothing was left uncovered
             ids = await self.journal.call(lambda j: j.presses_after(incident.id, seen_open))
             self.engine.incident_ended(incident.id)
             promote = None

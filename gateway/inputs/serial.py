@@ -169,6 +169,11 @@ class SerialInput:
         if outcome is None:
             return False
         if outcome.verdict == "replay":
+            if self.session is None:
+                # Before the receiver's HELLO its frame order is unknown: an older counter may
+                # be a delayed frame it heard first. Ask for it again once the session is
+                # known rather than refuse it for good.
+                return False
             self.status.count("replays")
             return NakReason.REJECTED
         if outcome.verdict == "stored" and outcome.decision in ("raise", "attach"):

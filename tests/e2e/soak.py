@@ -598,7 +598,12 @@ class CrashSoak:
            found still open (the poll arrived 100 ms or more after the press was stored,
            before the callout ended, and the daemon lived 0.5 s past it to read the
            answer), is part of that emergency: when the callout ends it is not raised
-           again as a callout of its own.
+           again as a callout of its own. (The sandbox answers at once here, with no slow
+           or stall fault, so a poll that arrived before the end was answered "open".)
+
+        Checks 7 and 9 read the router's reasons ("... cancels inc-…", "pressed after
+        callout N ended"); a raise or cancel whose reason has neither shape is reported as
+        ``[0]``, so a reworded reason cannot turn those checks off in silence.
 
         Out of scope by construction: the controller here closes only callouts the journal
         already names. A callout closed at AURA before the gateway learnt it exists (kill
@@ -646,6 +651,15 @@ class CrashSoak:
         for key, rows in in_journal.items():
             if key not in sent_keys:
                 bad(1, f"journal press {key} ({len(rows)} rows) was never sent by the receiver")
+
+        # 0. the reasons checks 7 and 9 rely on still read as expected
+        for jp in presses:
+            if jp.decision == "raise" and not (
+                " raises for " in jp.reason or _repromoted_from(jp) is not None
+            ):
+                bad(0, f"press {jp.id}: raise reason {jp.reason!r} not understood by the soak")
+            if jp.decision == "cancel" and not re.search(r"cancels inc-\w+", jp.reason):
+                bad(0, f"press {jp.id}: cancel reason {jp.reason!r} not understood by the soak")
 
         # 3. incidents
         raises: dict[str, list[JournalPress]] = defaultdict(list)
