@@ -14,7 +14,7 @@ from typing import Any, Literal
 from gateway.config import Config
 from gateway.config.models import CustomerDevice, Device, EventDevice, FixedLocation, SiteDevice
 from gateway.journal import NewIncident
-from gateway.signals import Fix, Press
+from gateway.signals import BOOT_ID, GATEWAY_FIX, Fix, Press
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,8 @@ class LocationChoice:
     location: dict[str, float] | None
     predefined_location_id: int | None
     reason: str
+    # Said to the control room with the callout when the location is not a live one.
+    note: str | None = None
 
 
 class Engine:
@@ -119,6 +121,7 @@ class Engine:
                 route=device.route,
                 request=request,
                 location_reason=choice.reason,
+                note=choice.note,
             ).with_id(),
             reason=f"{press.gesture} press from {device.id} raises for {key}",
         )
@@ -156,6 +159,10 @@ class Engine:
         ):
             self._fixes[fix.device_id] = fix
 
+    def gateway_fix_lost(self) -> None:
+        """gpsd reports no usable fix: the gateway's position is unknown from now on."""
+        self._fixes.pop(GATEWAY_FIX, None)
+
     def fresh_fix(self, device_id: str) -> Fix | None:
         """The device's newest fix if it is recent enough to send a responder to."""
         fix = self._fixes.get(device_id.lower())
@@ -163,23 +170,47 @@ class Engine:
             return None
         return fix
 
-    def _is_fresh(self, fix: Fix) -> bool:
-        from gateway.signals import BOOT_ID
+    def live_fix(self, device: Device) -> tuple[Fix, str] | None:
+        """The live position of a device now, and where it comes from: its own fresh fix,
+        else the gateway's gpsd fix when it travels with the gateway. Never a stale one."""
+        if self.config.device_type(device).has_gps:
+            fix = self.fresh_fix(device.id)
+            if fix is not None:
+                return fix, "device"
+        if device.travels_with_gateway:
+            fix = self.fresh_fix(GATEWAY_FIX)
+            if fix is not None:
+                return fix, "gateway GPS"
+        return None
 
+    def _is_fresh(self, fix: Fix) -> bool:
         if fix.stamp.boot_id != BOOT_ID:
             return False  # taken before this boot: its monotonic time means nothing now
         age_s = (self._clock_ns() - fix.taken_mono_ns) / 1e9
         return age_s <= self.config.gateway.gateway.max_fix_age_s
 
     def choose_location(self, device: Device) -> LocationChoice:
+        """The one location AURA gets at raise time (live coordinates or a fixed site,
+        never both), best first, with the reason recorded on the incident."""
         if isinstance(device, SiteDevice):
             return LocationChoice(None, None, f"fixed site {device.site_ref} (site route)")
         if isinstance(device, CustomerDevice) and isinstance(device.location, FixedLocation):
             pid = device.location.predefined_location_id
             return LocationChoice(None, pid, f"fixed location {pid} (device policy)")
-        fix = self.fresh_fix(device.id)
-        if fix is not None:
-            return LocationChoice(_coords(fix), None, "fresh device fix")
+        live = self.live_fix(device)
+        if live is not None:
+            fix, source = live
+            age = max(0.0, (self._clock_ns() - fix.taken_mono_ns) / 1e9)
+            return LocationChoice(
+                _coords(fix), None, f"fresh {source} fix ({age:.0f} s old, ±{fix.accuracy_m:.0f} m)"
+            )
+        fallback = (
+            device.location.fallback_location_id if isinstance(device, CustomerDevice) else None
+        )
+        if fallback is not None:
+            return LocationChoice(
+                None, fallback, f"no fresh live fix: fixed location {fallback} (device fallback)"
+            )
         position = self.config.gateway.gateway.position
         if position is not None:
             return LocationChoice(
@@ -189,12 +220,37 @@ class Engine:
                     "accuracy": position.accuracy,
                 },
                 None,
-                "no fresh device fix: gateway's surveyed position",
+                "no fresh live fix: gateway's surveyed position",
+                note="No live position was available when the button was pressed; the "
+                "location given is the gateway's installed position.",
             )
-        stale = self._fixes.get(device.id)
+        stale = self._last_known(device)
         if stale is not None:
-            return LocationChoice(_coords(stale), None, "no fresh fix: device's last known fix")
-        return LocationChoice(None, None, "no location known")
+            fix, source = stale
+            return LocationChoice(
+                _coords(fix),
+                None,
+                f"no fresh live fix: {source}'s last known fix",
+                note=f"No live position was available when the button was pressed; the "
+                f"location given is the {source}'s last known position, which may be out of date.",
+            )
+        return LocationChoice(
+            None,
+            None,
+            "no location known",
+            note="No position was known for this button when it was pressed.",
+        )
+
+    def _last_known(self, device: Device) -> tuple[Fix, str] | None:
+        """Best information when nothing is fresh: the newest fix of this boot, if any."""
+        candidates = []
+        if self.config.device_type(device).has_gps and device.id in self._fixes:
+            candidates.append((self._fixes[device.id], "button"))
+        if device.travels_with_gateway and GATEWAY_FIX in self._fixes:
+            candidates.append((self._fixes[GATEWAY_FIX], "gateway GPS"))
+        if not candidates:
+            return None
+        return max(candidates, key=lambda c: (c[0].stamp.boot_id == BOOT_ID, c[0].taken_mono_ns))
 
 
 def _coords(fix: Fix) -> dict[str, float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import time
@@ -188,13 +189,11 @@ class NewIncident:
     request: dict[str, Any]
     location_reason: str
     id: str = ""
+    # A note queued behind the raise (the location is not a live one, say so).
+    note: str | None = None
 
     def with_id(self) -> NewIncident:
-        return self if self.id else _replace_id(self, "inc-" + uuid.uuid4().hex[:12])
-
-
-def _replace_id(n: NewIncident, new_id: str) -> NewIncident:
-    return NewIncident(n.key, n.device_id, n.route, n.request, n.location_reason, new_id)
+        return self if self.id else dataclasses.replace(self, id="inc-" + uuid.uuid4().hex[:12])
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +297,8 @@ def _insert_incident(
         "INSERT INTO outbox (incident_id, kind, created_wall) VALUES (?, 'raise', ?)",
         (new.id, time.time()),
     )
+    if new.note:
+        _enqueue(db, new.id, "note", {"text": new.note})
     if not claim:
         return None
     assert cursor.lastrowid is not None

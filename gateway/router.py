@@ -317,6 +317,14 @@ class Router:
                 decision.reason,
             )
 
+    def on_gateway_fix(self, fix: Fix | None) -> None:
+        """The gateway's own gpsd position (None: no usable fix now). Kept in memory only:
+        after a restart it would be stale anyway, and a fix a second is not worth an fsync."""
+        if fix is None:
+            self.engine.gateway_fix_lost()
+        else:
+            self.engine.apply_fix(fix)
+
     async def on_fix(self, fix: Fix) -> bool:
         try:
             await self.journal.call(lambda j: j.store_fix(fix))

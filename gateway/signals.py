@@ -17,6 +17,8 @@ def _boot_id() -> str:
 
 
 BOOT_ID = _boot_id()
+# The device id under which the gateway's own gpsd fix is kept (not a valid device id).
+GATEWAY_FIX = "@gateway"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,17 +19,21 @@ from gateway.config.models import (
     DeviceType,
     GatewayFile,
     GatewayPosition,
+    GpsdInputConfig,
     LiveLocation,
+    SerialInputConfig,
     SiteDevice,
 )
 from gateway.config.problems import ConfigProblem, Severity
 
 LIVE_NEEDS_POSITION = (
-    "live location needs a device with GPS (device type has_gps = true) or [gateway.position] "
-    "in gateway.toml as fallback"
+    "live location needs a live source (device type has_gps = true, or travels_with_gateway "
+    "= true with a gpsd input) or a fallback (fallback_location_id in the location policy, or "
+    "[gateway.position] in gateway.toml)"
 )
 NO_FALLBACK_POSITION = (
     "no fallback position: if the device has no fresh fix the callout will use its last known fix"
+    " (set fallback_location_id in the location policy or [gateway.position])"
 )
 
 
@@ -86,12 +90,16 @@ def check_gateway(gw: GatewayFile, file: Path, locator: TomlLocator) -> list[Con
                 "give each input its own name",
             )
         names.setdefault(inp.name, i)
+        if not isinstance(inp, SerialInputConfig):
+            continue
         if inp.port in ports:
             report.add(
                 ("inputs", i, "port"),
                 f"port {inp.port!r} is already used by inputs[{ports[inp.port]}]",
             )
         ports.setdefault(inp.port, i)
+    if sum(isinstance(inp, GpsdInputConfig) for inp in gw.inputs) > 1:
+        report.add(("inputs",), "more than one gpsd input: the gateway has one position")
     return report.problems
 
 
@@ -138,8 +146,9 @@ def check_devices(
         if isinstance(dev, SiteDevice) and dev.predefined_location_id is None:
             report.add(("devices", i, "site_ref"), SITE_WITHOUT_ID, "warning")
         live = isinstance(dev, CustomerDevice) and isinstance(dev.location, LiveLocation)
-        if live and dtype is not None and position_known and position is None:
-            if dtype.has_gps:
+        fallback = live and dev.location.fallback_location_id is not None  # type: ignore[union-attr]
+        if live and dtype is not None and position_known and position is None and not fallback:
+            if dtype.has_gps or dev.travels_with_gateway:  # type: ignore[union-attr]
                 report.add(("devices", i, "location"), NO_FALLBACK_POSITION, "warning")
             else:
                 report.add(("devices", i, "location"), LIVE_NEEDS_POSITION)
@@ -151,6 +160,9 @@ SITE_WITHOUT_ID = (
     "site's callout among AURA's active ones, and relies on AURA returning it; set the Fixed "
     "Location id AURA assigned"
 )
+
+# Device ids the rtl_433 adapter gives: rtl433:<model>[:<channel>]:<id>.
+RTL433_PREFIX = "rtl433:"
 
 SPOOFABLE = (
     "auth = 'none': this button has no authentication, so anyone with a radio can replay or "
@@ -167,9 +179,15 @@ def check_device_keys(
     """Every authenticated button has its key; unauthenticated ones are flagged."""
     report = _Reporter(file, locator)
     for i, dev in enumerate(devices.devices):
-        if dev.auth == "none":
+        if dev.id.startswith(RTL433_PREFIX) and dev.auth != "none":
+            report.add(
+                ("devices", i, "auth"),
+                'an rtl_433 device cannot authenticate its transmissions: write auth = "none" '
+                "(it is spoofable)",
+            )
+        elif dev.auth == "none":
             report.add(("devices", i, "auth"), SPOOFABLE, "warning")
-        elif credentials.device_key(dev.id) is None:
+        elif dev.auth == "hmac" and credentials.device_key(dev.id) is None:
             report.add(
                 ("devices", i, "id"),
                 f"no key for device {dev.id!r}: add it under [device_keys] in the credentials "

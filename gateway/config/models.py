@@ -118,7 +118,138 @@ class SerialInputConfig(Strict):
     reopen_backoff_max_s: float = Field(10.0, gt=0, le=300)
 
 
-InputConfig = Annotated[SerialInputConfig, Field(discriminator="type")]
+class TlsSettings(Strict):
+    """TLS towards the broker: the CA that signed its certificate, and optionally our own."""
+
+    ca_file: Path = Field(description="CA (PEM) the broker certificate must chain to.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM), if asked.")
+    key_file: Path | None = Field(None, description="Client key (PEM), readable by the owner only.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class BrokerSettings(Strict):
+    """One MQTT broker connection. The password is in credentials.toml [mqtt_passwords]
+    under the connection's name, never here."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, gt=0, lt=65536)
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Fixed client id: the broker keeps this gateway's session (and the "
+        "presses queued for it) across restarts. Default: aura-gateway-<gateway name>-<input>.",
+    )
+    username: str | None = None
+    tls: TlsSettings | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+
+
+Z2M_PANIC_ACTIONS = {"emergency": "single", "sos": "single", "panic": "single"}
+
+
+class JsonFields(Strict):
+    """Where a generic JSON payload keeps each value (dotted paths reach into objects)."""
+
+    device_id: str = "id"
+    gesture: str | None = "gesture"
+    counter: str | None = None
+    latitude: str | None = None
+    longitude: str | None = None
+    accuracy: str | None = None
+    battery: str | None = None
+
+
+class Subscription(Strict):
+    topic: str = Field(min_length=1, description="MQTT topic filter, wildcards allowed.")
+    adapter: Literal["zigbee2mqtt", "rtl_433", "json"]
+    fields: JsonFields = Field(
+        default_factory=JsonFields, description="For the json adapter: the payload's field names."
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        for i, level in enumerate(v.split("/")):
+            if ("#" in level and (level != "#" or i != len(v.split("/")) - 1)) or (
+                "+" in level and level != "+"
+            ):
+                raise ValueError(
+                    "'+' must be a whole level and '#' the whole last level, "
+                    "e.g. 'zigbee2mqtt/+' or 'rtl_433/#'"
+                )
+        return v
+
+
+class MqttInputConfig(BrokerSettings):
+    type: Literal["mqtt"]
+    name: str = "mqtt"
+    subscriptions: list[Subscription] = Field(min_length=1)
+    repeat_window_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="The same message from one device again within this window is the same "
+        "transmission (rtl_433 prints every radio repeat; a QoS 1 redelivery), not a new press.",
+    )
+    watchdog_s: float = Field(
+        60.0, gt=0, le=3600, description="No connection to the broker for this long is 'lost'."
+    )
+
+
+class GpsdInputConfig(Strict):
+    """The gateway's own GPS through gpsd: a position for devices that travel with it."""
+
+    type: Literal["gpsd"]
+    name: str = "gps"
+    host: str = "127.0.0.1"
+    port: int = Field(2947, gt=0, lt=65536)
+    connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    read_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="gpsd silent this long: reconnect (a receiver sends 1/s)."
+    )
+    reconnect_max_s: float = Field(10.0, gt=0, le=600)
+    min_mode: Literal[2, 3] = Field(2, description="2: a 2D fix is good enough; 3: 3D only.")
+    max_error_m: float = Field(
+        100.0,
+        gt=0,
+        le=100_000,
+        description="A fix whose horizontal error (eph, or epx/epy) is above this is not used.",
+    )
+    watchdog_s: float = Field(30.0, gt=0, le=3600)
+
+
+InputConfig = Annotated[
+    SerialInputConfig | MqttInputConfig | GpsdInputConfig, Field(discriminator="type")
+]
+
+
+class StatusMqttSettings(BrokerSettings):
+    """Where the gateway publishes its health for a fleet (retained, with a Last Will)."""
+
+    name: str = "status"
+    topic: str = Field(
+        "aura-gateway/{gateway}/status",
+        min_length=1,
+        description="{gateway} is replaced by [gateway] name; no wildcards.",
+    )
+    interval_s: float = Field(
+        30.0, ge=1, le=3600, description="Republished at least this often, and on every change."
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        if "+" in v or "#" in v:
+            raise ValueError("a topic to publish on cannot contain '+' or '#'")
+        return v
 
 
 class GatewaySection(Strict):
@@ -183,6 +314,7 @@ class GatewayFile(Strict):
     inputs: list[InputConfig] = Field(min_length=1)
     cancel: CancelSettings = CancelSettings()
     fallback: FallbackSettings = FallbackSettings()
+    status_mqtt: StatusMqttSettings | None = None
 
 
 # --------------------------------------------------------------------------- devices.toml
@@ -198,6 +330,18 @@ class DeviceType(Strict):
         "cancel, never a safeCode); must not overlap raise_gestures.",
     )
     has_gps: bool = False
+    actions: dict[str, Gesture] = Field(
+        default_factory=lambda: dict(Z2M_PANIC_ACTIONS),
+        description="MQTT (zigbee2mqtt, json): which 'action' value is which gesture, e.g. "
+        '{ emergency = "single", sos = "single", long = "long" }. Other actions are '
+        "kept as the device's last activity, never a press.",
+    )
+    press_when: dict[str, str | int | bool] = Field(
+        default_factory=lambda: {"alarm": 1},
+        description="rtl_433: the fields a transmission must carry to be a press, e.g. "
+        "{ alarm = 1 }; {} makes every transmission a press (fixed-code remotes). "
+        "Heartbeats never are.",
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> DeviceType:
@@ -211,6 +355,12 @@ class DeviceType(Strict):
 
 class LiveLocation(Strict):
     policy: Literal["live"]
+    fallback_location_id: int | None = Field(
+        None,
+        gt=0,
+        description="Fixed Location (predefinedLocationId) to send when no fresh live fix "
+        "is known at press time.",
+    )
 
 
 class FixedLocation(Strict):
@@ -285,11 +435,17 @@ class DeviceBase(Strict):
     )
     type: str = Field(min_length=1)
     label: str = ""
-    auth: Literal["hmac", "none"] = Field(
+    auth: Literal["hmac", "network", "none"] = Field(
         "hmac",
         description="'hmac': presses carry a MAC under the key in credentials.toml "
-        "[device_keys]. 'none': a fixed-code button without authentication (spoofable); "
-        "it must be said explicitly.",
+        "[device_keys]. 'network': the radio network authenticates the device (a Zigbee "
+        "button joined with the network key) and its presses come over MQTT. 'none': a "
+        "fixed-code button without authentication (spoofable); it must be said explicitly.",
+    )
+    travels_with_gateway: bool = Field(
+        False,
+        description="The button goes where the gateway goes (a vehicle): without a fresh "
+        "fix of its own, the gateway's gpsd fix is its position.",
     )
 
     @field_validator("id")
@@ -339,6 +495,11 @@ def _device_key(value: SecretStr) -> SecretStr:
 
 class CredentialsFile(Strict):
     aura: AuraCredentials
+    mqtt_passwords: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="MQTT broker passwords by connection name (an input's name, or "
+        "the status_mqtt name).",
+    )
     device_keys: dict[str, Annotated[SecretStr, AfterValidator(_device_key)]] = Field(
         default_factory=dict,
         description="Per-button keys, device id -> hex key, provisioned with the button.",

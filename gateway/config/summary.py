@@ -16,6 +16,8 @@ from gateway.config.models import (
     CustomerDevice,
     Device,
     FixedLocation,
+    InputConfig,
+    MqttInputConfig,
     SerialInputConfig,
     SiteDevice,
 )
@@ -75,8 +77,14 @@ def _position(config: Config) -> str:
     return f"{pos.latitude:.5f}, {pos.longitude:.5f} ±{pos.accuracy:g} m"
 
 
-def _input(inp: SerialInputConfig) -> str:
-    return f"{inp.name}: {inp.type} {inp.port} at {inp.baudrate} baud"
+def _input(inp: InputConfig) -> str:
+    if isinstance(inp, SerialInputConfig):
+        return f"{inp.name}: {inp.type} {inp.port} at {inp.baudrate} baud"
+    if isinstance(inp, MqttInputConfig):
+        topics = ", ".join(f"{s.topic} ({s.adapter})" for s in inp.subscriptions)
+        tls = " over TLS" if inp.tls else ""
+        return f"{inp.name}: mqtt {inp.host}:{inp.port}{tls}: {topics}"
+    return f"{inp.name}: gpsd {inp.host}:{inp.port}"
 
 
 def _counts(counter: Counter[str]) -> str:

@@ -142,6 +142,11 @@ class SerialInput:
     def _press_signal(self, frame: Press) -> PressSignal | NakReason:
         dev_id = device_key(frame.device_id)
         device = self.gateway.device(dev_id)
+        if device is not None and device.auth == "network":
+            # Its network authenticates it on another input; over this radio it is a forgery.
+            return self._reject(
+                frame.device_id, frame.counter, "not_a_receiver_device", frame.rssi_dbm
+            )
         authenticated = device is not None and device.auth == "hmac"
         if authenticated:
             key = self.gateway.device_key(dev_id)

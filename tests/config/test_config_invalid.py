@@ -64,8 +64,9 @@ CASES: dict[str, list[str]] = {
     ],
     # devices[1] has GPS: only a warning, which does not refuse the config.
     "live_without_gps": [
-        "devices.toml:15 devices[0].location: live location needs a device with GPS "
-        "(device type has_gps = true) or [gateway.position] in gateway.toml as fallback",
+        "devices.toml:15 devices[0].location: live location needs a live source (device "
+        "type has_gps = true, or travels_with_gateway = true with a gpsd input) or a fallback "
+        "(fallback_location_id in the location policy, or [gateway.position] in gateway.toml)",
     ],
     "unknown_route": [
         "devices.toml:7 devices[0].route: "
@@ -115,7 +116,8 @@ CASES: dict[str, list[str]] = {
         "gateway.toml:6 aura.base_url: Field required",
         "gateway.toml:7 aura.api_prefix: "
         "must start with '/' and not end with '/', e.g. '/panic-api/v2'",
-        "gateway.toml:10 inputs[0].type: type must be 'serial' (got 'mqtt')",
+        "gateway.toml:10 inputs[0].type: "
+        "type must be one of 'serial', 'mqtt', 'gpsd' (got 'zwave')",
         "devices.toml:2 device_types.button.raise_gestures[1]: "
         "Input should be 'single', 'double', 'long' or 'hold'",
         "devices.toml:6 devices[0].type: unknown device type 'pendant' (known: button)",
@@ -254,8 +256,10 @@ def test_missing_key_is_reported_with_the_other_errors(write_config, minimal) ->
     ]
 
 
-def test_auth_must_be_hmac_or_none(write_config, minimal) -> None:
+def test_auth_must_be_a_known_kind(write_config, minimal) -> None:
     devices = minimal["devices"] + 'auth = "fixed-code"\n'
     with pytest.raises(ConfigError) as caught:
         load_config(write_config(devices=devices))
-    assert str(caught.value) == "devices.toml:9 devices[0].auth: Input should be 'hmac' or 'none'"
+    assert str(caught.value) == (
+        "devices.toml:9 devices[0].auth: Input should be 'hmac', 'network' or 'none'"
+    )

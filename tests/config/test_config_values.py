@@ -268,6 +268,7 @@ def test_device_route_values(tree: Path) -> None:
         "type": "pendant",
         "label": "Front desk",
         "auth": "hmac",
+        "travels_with_gateway": False,
         "route": "customer",
         "customer_id": 1001,
         "response_type_id": 3,
@@ -279,6 +280,7 @@ def test_device_route_values(tree: Path) -> None:
         "type": "pendant",
         "label": "",
         "auth": "hmac",
+        "travels_with_gateway": False,
         "route": "site",
         "site_ref": "SITE-9",
         "response_type_id": 2,
@@ -348,7 +350,8 @@ location = { policy = "live" }
             10,
             "devices[0].location",
             "no fallback position: if the device has no fresh fix the callout will use its "
-            "last known fix",
+            "last known fix (set fallback_location_id in the location policy or "
+            "[gateway.position])",
             "warning",
         )
     ]
