@@ -155,7 +155,7 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
 
 async def _inputs_opened(inputs: list[Any], limit_s: float) -> None:
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline and not all(i.link.connected for i in inputs):  # noqa: ASYNC110
+    while time.monotonic() < deadline and not all(i.connected for i in inputs):  # noqa: ASYNC110
         await asyncio.sleep(0.02)  # start-up only; the link has no "opened" event to wait on
 
 

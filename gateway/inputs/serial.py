@@ -69,6 +69,10 @@ class SerialInput:
             reopen_backoff_max_s=config.reopen_backoff_max_s,
         )
 
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
     async def run(self) -> None:
         async with self.link:
             async for first in self.link.frames():
