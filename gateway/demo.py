@@ -144,8 +144,13 @@ def write_sim_config(
     devices_file: Path | None = None,
     device_keys: dict[str, str] | None = None,
     serial: dict[str, Any] | None = None,
+    extra_inputs: list[dict[str, Any]] | None = None,
+    gateway: dict[str, Any] | None = None,
+    status_mqtt: dict[str, Any] | None = None,
+    mqtt_passwords: dict[str, str] | None = None,
 ) -> Path:
-    """The simulation config from ``config/``, pointed at this run's sandbox and pty."""
+    """The simulation config from ``config/``, pointed at this run's sandbox and pty, with
+    any further inputs (MQTT, gpsd) and settings a test adds."""
     gateway_file = source / "gateway.sim.toml"
     if not gateway_file.exists():
         raise DemoFailed(f"{gateway_file} not found: run the demo from a checkout of the project")
@@ -158,12 +163,16 @@ def write_sim_config(
     section["journal_path"] = str(workdir / "journal.sqlite")
     section["status_path"] = str(workdir / "status.json")
     section["control_path"] = str(workdir / "control.sock")
+    section.update(gateway or {})
     data["aura"]["base_url"] = base_url
     data["aura"].update(aura or {})
     for entry in data["inputs"]:
         if entry.get("type") == "serial":
             entry["port"] = port_path
             entry.update(serial or {})
+    data["inputs"].extend(extra_inputs or [])
+    if status_mqtt is not None:
+        data["status_mqtt"] = status_mqtt
     seed = SandboxSeed()
     credentials = workdir / "credentials.toml"
     credentials.write_text(
@@ -171,6 +180,7 @@ def write_sim_config(
             {
                 "aura": {"client_id": seed.client_id, "client_secret": seed.client_secret},
                 "device_keys": SIM_DEVICE_KEYS if device_keys is None else device_keys,
+                "mqtt_passwords": mqtt_passwords or {},
             }
         )
     )

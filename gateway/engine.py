@@ -151,13 +151,13 @@ class Engine:
     # ------------------------------------------------------------------ location
 
     def apply_fix(self, fix: Fix) -> None:
-        current = self._fixes.get(fix.device_id)
+        current = self._fixes.get(fix.device_id.lower())
         if (
             current is None
             or current.stamp.boot_id != fix.stamp.boot_id
             or fix.taken_mono_ns >= current.taken_mono_ns
         ):
-            self._fixes[fix.device_id] = fix
+            self._fixes[fix.device_id.lower()] = fix
 
     def gateway_fix_lost(self) -> None:
         """gpsd reports no usable fix: the gateway's position is unknown from now on."""

@@ -19,6 +19,7 @@ class InputHealth:
     frames_ok: int = 0
     bad_frames: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # why it is not ok, in words (never a secret)
 
 
 @dataclass
@@ -27,6 +28,23 @@ class DeviceHealth:
     battery_pct: int | None = None
     tamper: bool = False
     battery_low: bool = False
+    source: str | None = None
+    rssi_dbm: int | None = None
+    linkquality: int | None = None
+    available: bool | None = None  # zigbee2mqtt availability, where it is reported
+    spoofable: bool = False
+
+
+@dataclass
+class UnknownDevice:
+    """A device that spoke but is not in the registry: shown so a technician can add it."""
+
+    source: str
+    first_seen_wall: float
+    last_seen_wall: float
+    messages: int = 0
+    presses: int = 0
+    detail: str = ""
 
 
 @dataclass
@@ -39,6 +57,7 @@ class StatusModel:
     failed_incidents: dict[str, str] = field(default_factory=dict)  # incident id -> reason
     inputs: dict[str, InputHealth] = field(default_factory=dict)
     devices_seen: dict[str, DeviceHealth] = field(default_factory=dict)
+    unknown_devices: dict[str, UnknownDevice] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     journal: dict[str, float] = field(default_factory=dict)  # used/disk bytes, fill %
     callout_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, last
@@ -55,9 +74,53 @@ class StatusModel:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def device_seen(
-        self, device_id: str, *, battery_pct: int | None, tamper: bool, low: bool
-    ) -> None:
-        self.devices_seen[device_id] = DeviceHealth(time.time(), battery_pct, tamper, low)
+        self,
+        device_id: str,
+        *,
+        battery_pct: int | None = None,
+        tamper: bool | None = None,
+        low: bool | None = None,
+        **more: object,
+    ) -> DeviceHealth:
+        """A device was heard: keep what it said; what it did not say stays as it was."""
+        health = self.devices_seen.get(device_id)
+        if health is None:
+            health = self.devices_seen[device_id] = DeviceHealth(time.time())
+        health.last_seen_wall = time.time()
+        if battery_pct is not None:
+            health.battery_pct = battery_pct
+        if tamper is not None:
+            health.tamper = tamper
+        if low is not None:
+            health.battery_low = low
+        for name, value in more.items():
+            if value is not None:
+                setattr(health, name, value)
+        return health
+
+    # Bounded: a neighbour's weather station must not grow the status without end.
+    MAX_UNKNOWN = 200
+
+    def unknown_device(self, device_id: str, source: str, *, press: bool, detail: str) -> bool:
+        """Count a message from a device not in the registry; True the first time."""
+        now = time.time()
+        entry = self.unknown_devices.get(device_id)
+        first = entry is None
+        if entry is None:
+            if len(self.unknown_devices) >= self.MAX_UNKNOWN:
+                oldest = min(
+                    self.unknown_devices, key=lambda k: self.unknown_devices[k].last_seen_wall
+                )
+                del self.unknown_devices[oldest]
+            entry = self.unknown_devices[device_id] = UnknownDevice(source, now, now)
+        entry.last_seen_wall = now
+        entry.messages += 1
+        entry.presses += press
+        entry.detail = detail[:200]
+        self.count("unknown_device_messages")
+        if first:
+            self.changed()
+        return first
 
     def set_uplink(self, state: str, error: str | None = None) -> None:
         if state != self.uplink or error != self.uplink_error:
@@ -79,6 +142,9 @@ class StatusModel:
         lost = [name for name, h in self.inputs.items() if h.state in ("lost", "disconnected")]
         if lost:
             parts.append("receiver lost: " + ", ".join(sorted(lost)))
+        for name, h in sorted(self.inputs.items()):
+            if h.state not in ("ok", "starting", "lost", "disconnected"):
+                parts.append(f"{name} {h.state.replace('_', ' ')}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +159,7 @@ class StatusModel:
             "undeliverable": dict(self.failed_incidents),
             "inputs": {name: asdict(h) for name, h in self.inputs.items()},
             "devices_seen": {dev: asdict(h) for dev, h in self.devices_seen.items()},
+            "unknown_devices": {dev: asdict(u) for dev, u in self.unknown_devices.items()},
             "counters": dict(self.counters),
             "journal": dict(self.journal),
         }

@@ -32,8 +32,9 @@ LIVE_NEEDS_POSITION = (
     "[gateway.position] in gateway.toml)"
 )
 NO_FALLBACK_POSITION = (
-    "no fallback position: if the device has no fresh fix the callout will use its last known fix"
-    " (set fallback_location_id in the location policy or [gateway.position])"
+    "no fallback location: AURA needs a location on every customer callout, so a press before "
+    "this device's first fix (after a boot, indoors) could not be delivered; set "
+    "fallback_location_id in the location policy or [gateway.position] in gateway.toml"
 )
 
 
@@ -149,7 +150,7 @@ def check_devices(
         fallback = live and dev.location.fallback_location_id is not None  # type: ignore[union-attr]
         if live and dtype is not None and position_known and position is None and not fallback:
             if dtype.has_gps or dev.travels_with_gateway:  # type: ignore[union-attr]
-                report.add(("devices", i, "location"), NO_FALLBACK_POSITION, "warning")
+                report.add(("devices", i, "location"), NO_FALLBACK_POSITION)
             else:
                 report.add(("devices", i, "location"), LIVE_NEEDS_POSITION)
     return report.problems

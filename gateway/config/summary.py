@@ -114,7 +114,7 @@ def _location(config: Config, device: Device) -> str:
 
 def _auth(device: Device) -> str:
     # Only the mode: the key itself stays in the credentials file.
-    return "hmac" if device.auth == "hmac" else "none (spoofable)"
+    return {"hmac": "hmac", "network": "by its radio network"}.get(device.auth, "none (spoofable)")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -56,15 +56,19 @@ def test_every_example_file_is_covered() -> None:
 
 def test_production_example_loads(tmp_path: Path) -> None:
     config = _load_example(tmp_path)
-    # The one fixed-code button is there to show the warning a technician will see.
+    # The fixed-code button and the rtl_433 pendant show the warning a technician will see.
     assert [(w.file, w.key, w.message) for w in config.warnings] == [
-        (tmp_path / "devices.toml", "devices[4].auth", SPOOFABLE)
+        (tmp_path / "devices.toml", "devices[4].auth", SPOOFABLE),
+        (tmp_path / "devices.toml", "devices[6].auth", SPOOFABLE),
     ]
+    kinds = [i.type for i in config.gateway.inputs]
+    assert kinds == ["serial", "mqtt", "gpsd"]
+    assert config.gateway.status_mqtt is not None
     assert str(config.gateway.aura.base_url) == "https://staging-panic.aura.services/"
     assert config.gateway.inputs[0].port == "/dev/serial/by-id/usb-AURA_Receiver-if00"
     assert config.journal_path == Path("/var/lib/aura-gateway/journal.sqlite")
     assert config.status_path == Path("/run/aura-gateway/status.json")
-    (receiver,) = config.gateway.inputs
+    receiver = config.gateway.inputs[0]
     assert (receiver.watchdog_s, receiver.repeat_window_s) == (30, 5)
     assert config.devices_path == tmp_path / "devices.toml"
     assert config.credentials_path == tmp_path / "credentials.toml"
@@ -83,7 +87,16 @@ def test_production_example_loads(tmp_path: Path) -> None:
 def test_production_example_keys(tmp_path: Path) -> None:
     config = _load_example(tmp_path)
     auth = {d.id: d.auth for d in config.devices.devices}
-    assert list(auth.values()) == ["hmac", "hmac", "hmac", "hmac", "none"]
+    assert list(auth.values()) == [
+        "hmac",
+        "hmac",
+        "hmac",
+        "hmac",
+        "none",
+        "network",
+        "none",
+        "hmac",
+    ]
     fixed_code = config.device("1a2b3c80")
     assert isinstance(fixed_code, SiteDevice) and fixed_code.auth == "none"
     # A key for every authenticated button and none for the fixed-code one. Each is the
@@ -100,11 +113,11 @@ def test_production_example_summary(tmp_path: Path) -> None:
     for device in config.devices.devices:
         assert device.id in text
     assert "https://staging-panic.aura.services" in text
-    assert "5 (by route: customer 2, device 1, site 2;" in text
+    assert "8 (by route: customer 4, device 1, site 3;" in text
     assert "REPLACE-WITH" not in text
     assert "0" * 32 not in text
-    assert text.count("none (spoofable)") == 1
-    assert "1 warning(s):" in text
+    assert text.count("none (spoofable)") == 2
+    assert "2 warning(s):" in text
 
 
 def test_credentials_example_as_shipped_is_refused(tmp_path: Path) -> None:

@@ -67,6 +67,10 @@ CASES: dict[str, list[str]] = {
         "devices.toml:15 devices[0].location: live location needs a live source (device "
         "type has_gps = true, or travels_with_gateway = true with a gpsd input) or a fallback "
         "(fallback_location_id in the location policy, or [gateway.position] in gateway.toml)",
+        "devices.toml:24 devices[1].location: no fallback location: AURA needs a location on "
+        "every customer callout, so a press before this device's first fix (after a boot, "
+        "indoors) could not be delivered; set fallback_location_id in the location policy or "
+        "[gateway.position] in gateway.toml",
     ],
     "unknown_route": [
         "devices.toml:7 devices[0].route: "

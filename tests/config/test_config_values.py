@@ -330,7 +330,9 @@ def test_no_devices_is_a_warning(write_config) -> None:
     assert "1 warning(s):" in summarize(config)
 
 
-def test_live_gps_device_without_gateway_position_is_a_warning(write_config) -> None:
+def test_live_gps_device_without_any_fallback_is_refused(write_config) -> None:
+    # AURA takes no customer callout without a location: a press before the first fix
+    # would be undeliverable, so the gap is closed at check-config time.
     devices = """\
 [device_types.pendant]
 has_gps = true
@@ -343,18 +345,31 @@ customer_id = 1
 response_type_id = 1
 location = { policy = "live" }
 """
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(devices=devices))
+    assert str(caught.value) == (
+        "devices.toml:10 devices[0].location: no fallback location: AURA needs a location on "
+        "every customer callout, so a press before this device's first fix (after a boot, "
+        "indoors) could not be delivered; set fallback_location_id in the location policy or "
+        "[gateway.position] in gateway.toml"
+    )
+
+
+def test_live_gps_device_with_a_fallback_site_is_fine(write_config) -> None:
+    devices = """\
+[device_types.pendant]
+has_gps = true
+
+[[devices]]
+id = "00000001"
+type = "pendant"
+route = "customer"
+customer_id = 1
+response_type_id = 1
+location = { policy = "live", fallback_location_id = 9 }
+"""
     config = load_config(write_config(devices=devices))
-    assert own_warnings(config) == [
-        ConfigProblem(
-            config.devices_path,
-            10,
-            "devices[0].location",
-            "no fallback position: if the device has no fresh fix the callout will use its "
-            "last known fix (set fallback_location_id in the location policy or "
-            "[gateway.position])",
-            "warning",
-        )
-    ]
+    assert own_warnings(config) == []
 
 
 def test_live_device_without_gps_is_fine_with_a_gateway_position(write_config, minimal) -> None:
