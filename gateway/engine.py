@@ -151,13 +151,15 @@ class Engine:
     # ------------------------------------------------------------------ location
 
     def apply_fix(self, fix: Fix) -> None:
-        current = self._fixes.get(fix.device_id.lower())
-        if (
-            current is None
-            or current.stamp.boot_id != fix.stamp.boot_id
-            or fix.taken_mono_ns >= current.taken_mono_ns
-        ):
-            self._fixes[fix.device_id.lower()] = fix
+        key = fix.device_id.lower()
+        current = self._fixes.get(key)
+        if current is None:
+            self._fixes[key] = fix
+        elif fix.stamp.boot_id == current.stamp.boot_id:
+            if fix.taken_mono_ns >= current.taken_mono_ns:
+                self._fixes[key] = fix
+        elif fix.stamp.boot_id == BOOT_ID:
+            self._fixes[key] = fix  # this boot's fix beats any from an earlier boot
 
     def gateway_fix_lost(self) -> None:
         """gpsd reports no usable fix: the gateway's position is unknown from now on."""

@@ -158,6 +158,12 @@ class SerialInput:
                 return self._reject(frame.device_id, frame.counter, "bad_tag", frame.rssi_dbm)
         elif device is None:
             self.status.count("unknown_devices")
+            self.status.unknown_device(
+                dev_id,
+                f"serial:{self.name}",
+                press=True,
+                detail=f"gesture {frame.gesture} counter {frame.counter} rssi {frame.rssi_dbm}",
+            )
         return PressSignal(
             source=f"serial:{self.name}",
             device_id=dev_id,
