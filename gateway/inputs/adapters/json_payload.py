@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from gateway.config.models import GESTURES, JsonFields
+from gateway.config.models import GESTURES, Z2M_PANIC_ACTIONS, JsonFields
 from gateway.inputs.adapters import (
     PayloadError,
     Reading,
@@ -62,7 +62,8 @@ class JsonPayload:
         if value in GESTURES:
             return value
         dtype = self._type_of(device_id)
-        return dtype.actions.get(value) if dtype is not None else None
+        # An unknown device: a default type's actions, so its press shows as one.
+        return (dtype.actions if dtype is not None else Z2M_PANIC_ACTIONS).get(value)
 
     def _fix(self, data: dict[str, Any]) -> tuple[float, float, float] | None:
         f = self.fields
@@ -72,6 +73,8 @@ class JsonPayload:
         if lat is None and lon is None:
             return None
         acc = _get(data, f.accuracy) if f.accuracy else None
+        if any(isinstance(v, bool) for v in (lat, lon, acc)):
+            raise PayloadError("latitude, longitude and accuracy must be numbers")
         try:
             lat, lon = float(lat), float(lon)  # type: ignore[arg-type]
             acc = UNKNOWN_ACCURACY_M if acc is None else float(acc)

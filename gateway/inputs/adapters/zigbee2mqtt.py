@@ -43,7 +43,7 @@ class Zigbee2Mqtt:
         if not topic.startswith(prefix):
             return []
         rest = topic[len(prefix) :]
-        if rest.startswith(NOT_DEVICES) or rest.endswith(COMMANDS) or not rest:
+        if rest.startswith(NOT_DEVICES) or _is_command(rest) or not rest:
             return []
         if rest.endswith("/availability"):
             return [self._availability(rest.removesuffix("/availability"), payload)]
@@ -77,6 +77,11 @@ class Zigbee2Mqtt:
             linkquality=as_int(data.get("linkquality")),
             detail=f"zigbee2mqtt {name}: {json.dumps(data, default=str)[:120]}",
         )
+
+
+def _is_command(rest: str) -> bool:
+    """``<name>/set``, ``<name>/get`` and their ``/set/<attribute>`` forms: to a device."""
+    return rest.endswith(COMMANDS) or any(c + "/" in rest for c in COMMANDS)
 
 
 def _device_id(name: str) -> str:
