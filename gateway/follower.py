@@ -29,6 +29,7 @@ from gateway.errors import (
     JournalError,
 )
 from gateway.journal import OPEN, AsyncJournal, Incident
+from gateway.signals import Fix
 from gateway.status import StatusModel
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class Follower:
         assert incident.callout_id is not None
         polled_ns = self._clock_ns()
         covered = await self.journal.call(lambda j: j.last_press_id())  # before the poll
-        fix = self.engine.fresh_fix(incident.device_id) if _is_live(incident) else None
+        fix = self._live_fix(incident) if _is_live(incident) else None
         try:
             if fix is not None:
                 location = {
@@ -237,6 +238,15 @@ class Follower:
             await self._closed(incident, callout, "closed by AURA")
         else:
             await self.journal.call(lambda j: j.mark_seen_open(incident.id, covered))
+
+    def _live_fix(self, incident: Incident) -> Fix | None:
+        """The device's own fresh fix, or the gateway's gpsd fix when it travels with the
+        gateway (a button in a vehicle): the same choice as at raise time."""
+        device = self.engine.config.device(incident.device_id)
+        if device is None:  # removed from the registry since: its own fix, if any
+            return self.engine.fresh_fix(incident.device_id)
+        live = self.engine.live_fix(device)
+        return live[0] if live is not None else None
 
     async def fetch_report(self, incident: Incident) -> None:
         """After the end, AURA's resolution report and map, fetched once and kept for the
