@@ -343,6 +343,52 @@ class DeviceType(Strict):
         "Heartbeats never are.",
     )
 
+    # Gesture timing; defaults from the peers (Flic: click <= 1 s, double <= 0.5 s,
+    # hold >= 1 s).
+    double_window_s: float = Field(
+        0.5,
+        gt=0,
+        le=5,
+        description="Two single presses this close together are a double press.",
+    )
+    long_press_s: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="A press held this long (where the source reports how long) is 'long'; "
+        "held three times as long it is 'hold'.",
+    )
+    debounce_s: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Presses of one button closer than this are contact bounce: one press.",
+    )
+    cooldown_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="After a press pattern that means nothing (e.g. three quick presses on "
+        "a button that raises on double), presses are ignored for this long.",
+    )
+    abort_window_s: float = Field(
+        0.0,
+        ge=0,
+        le=30,
+        description="Seconds after a raising press during which a cancel gesture withdraws "
+        "the alarm before anything is sent (0: off, the alarm goes at once).",
+    )
+    # Supervision: buttons that check in (heartbeats, availability, any message).
+    checkin_interval_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="How often this model checks in; None: it does not, and is not supervised.",
+    )
+    missed_checkins: int = Field(
+        3, ge=1, le=100, description="Check-ins missed in a row before the device is 'silent'."
+    )
+
     @model_validator(mode="after")
     def _disjoint(self) -> DeviceType:
         both = sorted(set(self.raise_gestures) & set(self.cancel_gestures))
@@ -441,6 +487,12 @@ class DeviceBase(Strict):
         "[device_keys]. 'network': the radio network authenticates the device (a Zigbee "
         "button joined with the network key) and its presses come over MQTT. 'none': a "
         "fixed-code button without authentication (spoofable); it must be said explicitly.",
+    )
+    checkin_interval_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Overrides the device type's check-in interval for this device.",
     )
     travels_with_gateway: bool = Field(
         False,
