@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(mosquitto mosquitto-clients socat gpsd python3-venv)
+APT_PACKAGES=(mosquitto mosquitto-clients socat gpsd faketime python3-venv)
 VENV=.venv
 
 need_apt() {
     command -v mosquitto >/dev/null && command -v socat >/dev/null \
-        && { command -v gpsd >/dev/null || [ -x /usr/sbin/gpsd ]; } && return 1
+        && { command -v gpsd >/dev/null || [ -x /usr/sbin/gpsd ]; } \
+        && compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null && return 1
     return 0
 }
 

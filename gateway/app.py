@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -11,24 +12,30 @@ from typing import Any
 
 from gateway import sdnotify
 from gateway.aura.client import AuraClient
+from gateway.clock import CLOCK
 from gateway.config import Config
 from gateway.control import ControlServer
+from gateway.device_watch import DeviceWatch
 from gateway.engine import Engine
 from gateway.errors import GatewayError, JournalError
 from gateway.fallback import Fallback
 from gateway.follower import Follower
 from gateway.inputs import input_class
 from gateway.journal import ACTIVE_STATES, OPEN, AsyncJournal
+from gateway.mqtt_status import StatusPublisher
 from gateway.router import Router
+from gateway.signals import BOOT_ID
 from gateway.status import StatusModel
 from gateway.statusfile import write_status
 from gateway.technician import technician_commands
 from gateway.uplink import Uplink
+from gateway.walk_test import WalkTests
 
 logger = logging.getLogger(__name__)
 
 STATUS_PERIOD_S = 5.0
 JOURNAL_CHECK_S = 60.0
+CLOCK_CHECK_S = 1.0  # the wall clock's trust is looked at this often without signals
 # READY waits this long for the receiver's port; an absent receiver must not stop the
 # gateway from starting (presses may still come from elsewhere, and status says so).
 INPUT_OPEN_WAIT_S = 2.0
@@ -95,6 +102,11 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
     )
     uplink.on_raised = follower.follow_soon
     router = Router(engine, journal, status, uplink, recheck=follower.recheck)
+    await router.adopt_held()
+    walk_tests = WalkTests(journal, engine, status)
+    # Listening before any input runs: a check-in is never missed, a silence survives.
+    silent = await journal.call(lambda j: j.silent_devices())
+    device_watch = DeviceWatch(config, journal, status, silent)
     try:
         inputs += [
             input_class(cfg.type)(cfg, router, status, config) for cfg in config.gateway.inputs
@@ -113,8 +125,13 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
             tasks = [tg.create_task(i.run(), name=f"input:{i.name}") for i in inputs]
             tasks.append(tg.create_task(uplink.run_alarms(), name="uplink-alarms"))
             tasks.append(tg.create_task(follower.run(), name="follower"))
+            tasks.append(tg.create_task(router.run_held(), name="held-presses"))
+            tasks.append(tg.create_task(walk_tests.run(), name="walk-test"))
+            tasks.append(tg.create_task(device_watch.run(), name="device-watch"))
             control = ControlServer(
-                config.control_path, technician_commands(journal, engine, uplink, client, status)
+                config.control_path,
+                technician_commands(journal, engine, uplink, client, status)
+                | walk_tests.handlers(),
             )
             tasks.append(tg.create_task(control.serve(), name="control"))
             tasks.append(
@@ -131,6 +148,10 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
                     name="journal-size",
                 )
             )
+            tasks.append(tg.create_task(_correct_press_times(journal), name="clock-trust"))
+            if config.gateway.status_mqtt is not None:
+                publisher = StatusPublisher(config.gateway.status_mqtt, status, config)
+                tasks.append(tg.create_task(publisher.run(), name="status-mqtt"))
             await _inputs_opened(inputs, INPUT_OPEN_WAIT_S)
             sdnotify.notify("READY=1\nSTATUS=" + status.summary())
             logger.info(
@@ -177,6 +198,42 @@ async def _keep_journal_small(journal: AsyncJournal, status: StatusModel, cap: i
         await asyncio.sleep(JOURNAL_CHECK_S)
 
 
+async def _correct_press_times(journal: AsyncJournal) -> None:
+    """Watch the wall clock's trust; when it comes, correct this boot's press times that
+    were stamped before it (from the monotonic clock: ``Journal.restamp_untrusted``)."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    unsubscribe = CLOCK.subscribe(lambda _state: loop.call_soon_threadsafe(changed.set))
+    done_epoch = 0
+    again = False  # one more pass after a correction: a press stamped just before the flip
+    try:
+        while True:
+            changed.clear()
+            state = CLOCK.state()
+            if state.trusted and (state.epoch != done_epoch or again):
+                now_mono, now_wall = time.monotonic_ns(), time.time()
+                try:
+                    presses, incidents = await journal.call(
+                        lambda j, w=now_wall, m=now_mono: j.restamp_untrusted(BOOT_ID, w, m)
+                    )
+                except JournalError as exc:
+                    logger.error("event=journal_error error=%s", exc)  # tried again next tick
+                else:
+                    again = state.epoch != done_epoch
+                    done_epoch = state.epoch
+                    if presses or incidents:
+                        logger.info(
+                            "event=press_times_corrected presses=%d incidents=%d source=%s",
+                            presses,
+                            incidents,
+                            state.source,
+                        )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), CLOCK_CHECK_S)
+    finally:
+        unsubscribe()
+
+
 def _report_period(config: Config) -> float:
     """Often enough to notice a silent receiver within a quarter of its watchdog time."""
     watchdogs = [cfg.watchdog_s for cfg in config.gateway.inputs]
@@ -187,7 +244,12 @@ async def _report(status: StatusModel, inputs: list[Any], path: Path, period: fl
     """Refresh input health, keep the status file current, tell systemd in plain words."""
     last = ""
     interval = min(period, sdnotify.watchdog_interval_s() or period)
+    # A change is written at once (at most five times a second), not at the next period:
+    # a technician running `aura-gateway status` after a press sees it.
+    changed = asyncio.Event()
+    status.subscribe(lambda _status: changed.set())
     while True:
+        changed.clear()
         for item in inputs:
             item.refresh_health()
         summary = status.summary()
@@ -199,4 +261,6 @@ async def _report(status: StatusModel, inputs: list[Any], path: Path, period: fl
         except OSError as exc:
             logger.error("event=status_write_failed path=%s error=%s", path, exc)
         sdnotify.notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), interval)
+        await asyncio.sleep(0.2)

@@ -82,6 +82,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if data["running"] else 3
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    """The registry from the config, the live state from the daemon's status file; exits 0
+    without a daemon too (the listing says so), so scripts can always read it."""
+    import json
+
+    from gateway.config import ConfigError, load_config
+    from gateway.devices_view import device_rows, listing
+    from gateway.statusfile import read_status
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"cannot read the configuration:\n{exc}", file=sys.stderr)
+        return 1
+    try:
+        status = read_status(config.status_path)
+    except FileNotFoundError:
+        status = None
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {config.status_path}: {exc}", file=sys.stderr)
+        status = None
+    data = device_rows(config, status)
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else listing(data))
+    return 0
+
+
 def format_status(data: dict) -> str:  # type: ignore[type-arg]
     """The human view of the status file, for a technician at the box."""
     lines = [
@@ -159,6 +185,37 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_walk_test(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.config import ConfigError, load_config
+    from gateway.control import call
+    from gateway.walk_test import format_report
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"cannot read the configuration:\n{exc}", file=sys.stderr)
+        return 1
+    request: dict[str, object] = {}
+    if args.action == "start":
+        request = {"device": args.device, "minutes": args.minutes}
+    try:
+        answer = call(config.control_path, f"walk_test_{args.action}", **request)
+    except OSError as exc:
+        print(f"cannot reach the daemon at {config.control_path}: {exc}", file=sys.stderr)
+        return 3
+    if not answer.get("ok"):
+        print(f"refused: {answer.get('error')}", file=sys.stderr)
+        return 1
+    if args.action == "report":
+        report = answer["report"]
+        print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+    else:
+        print(answer.get("result", "done"))
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from gateway.sandbox import run_sandbox
 
@@ -199,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable")
     status.set_defaults(func=cmd_status)
 
+    devices = sub.add_parser(
+        "devices", help="every configured button: last seen, battery, signal, silent"
+    )
+    devices.add_argument("--config", default=DEFAULT_CONFIG, help="gateway.toml")
+    devices.add_argument("--json", action="store_true", help="machine-readable")
+    devices.set_defaults(func=cmd_devices)
+
     incidents = sub.add_parser("incidents", help="open and recent incidents; cancel, rate, ack")
     incidents.add_argument("--config", default=DEFAULT_CONFIG, help="gateway.toml")
     incidents.add_argument("--json", action="store_true", help="machine-readable")
@@ -232,6 +296,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ack.add_argument("id")
     incidents.set_defaults(func=cmd_incidents, action=None, id=None)
+
+    walk = sub.add_parser("walk-test", help="test buttons without raising callouts; ends by itself")
+    walk_acts = walk.add_subparsers(dest="action", required=True)
+    walk_common = argparse.ArgumentParser(add_help=False)
+    walk_common.add_argument("--config", default=DEFAULT_CONFIG, help="gateway.toml")
+    start = walk_acts.add_parser(
+        "start", help="presses are recorded, not raised", parents=[walk_common]
+    )
+    start.add_argument("--device", help="only this button (default: every button)")
+    start.add_argument("--minutes", type=float, default=30.0, help="ends after (default 30)")
+    walk_acts.add_parser("stop", help="end the walk test now", parents=[walk_common])
+    report = walk_acts.add_parser(
+        "report", help="what each button did during the walk test", parents=[walk_common]
+    )
+    report.add_argument("--json", action="store_true", help="machine-readable")
+    walk.set_defaults(func=cmd_walk_test, json=False)
 
     sandbox = sub.add_parser("sandbox", help="run the local stand-in of AURA (loopback only)")
     sandbox.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"])

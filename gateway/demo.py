@@ -58,7 +58,13 @@ def _event_fields(line: str) -> dict[str, str]:
 class DaemonProcess:
     """The real daemon as a child process; its log lines become events we can wait for."""
 
-    def __init__(self, config_path: Path, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        echo: Callable[[str], None],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``env``: variables added to this process's environment for the daemon."""
         self._echo = echo
         self.history: list[str] = []  # every line, for a test's failure report
         self._events: list[dict[str, str]] = []
@@ -70,6 +76,7 @@ class DaemonProcess:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -3,18 +3,37 @@
 It takes a press, the device registry and the monotonic clock, and answers with a
 decision and its reason. The daemon stores the decision in the journal and only then
 tells the engine to ``apply`` it, so a write that fails leaves the engine unchanged.
+
+Some presses cannot be decided at once: a single press on a button that also knows a
+double press (is a second one coming?), and a raise inside its abort window (will the
+person cancel?). Those are stored as held; a later press or the window's end resolves
+them (``expire``), and the daemon sleeps exactly until ``next_deadline_ns``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from gateway import gestures
 from gateway.config import Config
-from gateway.config.models import CustomerDevice, Device, EventDevice, FixedLocation, SiteDevice
-from gateway.journal import NewIncident
+from gateway.config.models import (
+    CustomerDevice,
+    Device,
+    DeviceType,
+    EventDevice,
+    FixedLocation,
+    Gesture,
+    SiteDevice,
+)
+from gateway.gestures import EMPTY, Track
+from gateway.journal import NewIncident, Resolution
 from gateway.signals import BOOT_ID, GATEWAY_FIX, Fix, Press
+
+NS = 1_000_000_000
+# A device's pattern state before and after a press: installed by ``apply``.
+TrackChange = tuple[str, Track, Track]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +43,8 @@ class Raise:
     incident: NewIncident
     reason: str
     kind: Literal["raise"] = "raise"
+    resolves: tuple[Resolution, ...] = ()
+    track: TrackChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +54,8 @@ class Attach:
     incident_id: str
     reason: str
     kind: Literal["attach"] = "attach"
+    resolves: tuple[Resolution, ...] = ()
+    track: TrackChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +66,58 @@ class Cancel:
     key: str
     reason: str
     kind: Literal["cancel"] = "cancel"
+    resolves: tuple[Resolution, ...] = ()
+    track: TrackChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Ignore:
-    """Recorded and counted, never sent (unknown device, non-raising gesture)."""
+    """Recorded and counted, never sent (unknown device, non-raising gesture, bounce)."""
 
     reason: str
     kind: Literal["ignore"] = "ignore"
+    resolves: tuple[Resolution, ...] = ()
+    track: TrackChange | None = None
 
 
-Decision = Raise | Attach | Cancel | Ignore
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Stored, decided later: ``pattern`` (a double may follow) or ``abort`` (a raise
+    waiting out its abort window; ``pending`` is the incident it will open)."""
+
+    key: str
+    device_id: str
+    incident_key: str
+    hold: Literal["pattern", "abort"]
+    until_ns: int
+    reason: str
+    pending: NewIncident | None = None
+    kind: Literal["hold"] = "hold"
+    resolves: tuple[Resolution, ...] = ()
+    track: TrackChange | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """A cancel gesture inside an abort window: the held raise is never sent."""
+
+    reason: str
+    kind: Literal["withdraw"] = "withdraw"
+    resolves: tuple[Resolution, ...] = ()
+    track: TrackChange | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WalkTest:
+    """A press during a walk test: recorded for the report, never raised."""
+
+    reason: str
+    kind: Literal["walk_test"] = "walk_test"
+    resolves: tuple[Resolution, ...] = ()
+    track: TrackChange | None = None
+
+
+Decision = Raise | Attach | Cancel | Ignore | Hold | Withdraw | WalkTest
 
 
 def incident_key(device: Device) -> str:
@@ -63,6 +127,13 @@ def incident_key(device: Device) -> str:
     if isinstance(device, SiteDevice):
         return f"site:{device.site_ref}"
     return f"device:{device.aura_device_id}"
+
+
+def new_incidents(decision: Decision) -> list[NewIncident]:
+    """Every incident a decision opens: its own raise and any held raise it releases."""
+    found = [decision.incident] if isinstance(decision, Raise) else []
+    found += [r.new_incident for r in decision.resolves if r.new_incident is not None]
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +147,39 @@ class LocationChoice:
     note: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    press: Press
+    incident_key: str
+    hold: Literal["pattern", "abort"]
+    until_ns: int
+    pending: NewIncident | None
+
+
+@dataclass(frozen=True, slots=True)
+class WalkTestScope:
+    """Presses from these devices are recorded, not raised, until ``until_ns``."""
+
+    device_id: str | None  # None: every device
+    until_ns: int
+    started_ns: int
+    started_wall: float
+
+    def covers(self, device: Device, now_ns: int) -> bool:
+        return now_ns < self.until_ns and self.device_id in (None, device.id)
+
+
+@dataclass
+class _State:
+    open: dict[str, str] = field(default_factory=dict)  # incident key -> incident id
+    tracks: dict[str, Track] = field(default_factory=dict)  # device -> pattern state
+    held: dict[str, Held] = field(default_factory=dict)  # dedup key -> held press
+    pending_raise: dict[str, str] = field(default_factory=dict)  # incident key -> dedup key
+
+    def copy(self) -> _State:
+        return _State(dict(self.open), dict(self.tracks), dict(self.held), dict(self.pending_raise))
+
+
 class Engine:
     def __init__(
         self,
@@ -86,67 +190,281 @@ class Engine:
         clock_ns: Callable[[], int],
     ) -> None:
         self.config = config
-        self._open: dict[str, str] = dict(open_incidents or {})
+        self._s = _State(open=dict(open_incidents or {}))
         self._fixes: dict[str, Fix] = {}
         self._clock_ns = clock_ns
+        self.walk_test: WalkTestScope | None = None
         for fix in fixes:
             self.apply_fix(fix)
 
     # ------------------------------------------------------------------ presses
 
     def decide(self, press: Press) -> Decision:
+        """What this press means. Pure: nothing changes until ``apply``."""
+        device = self.config.device(press.device_id)
+        if device is None:
+            return Ignore(f"unknown device {press.device_id}: not in the device registry")
+        now = press.stamp.mono_ns
+        scope = self.walk_test
+        if scope is not None and scope.covers(device, self._clock_ns()):
+            choice = self.choose_location(device)
+            return WalkTest(
+                f"walk test: {press.gesture} press from {device.id} recorded, not raised "
+                f"({_target(device)}; location: {choice.reason})"
+            )
+        dtype = self.config.device_type(device)
+        before = self._s.tracks.get(device.id, EMPTY)
+        result, after = gestures.recognise(
+            before, dtype, key=press.dedup_key, reported=press.gesture, held_s=press.held_s,
+            now_ns=now, counted=press.counter is not None,
+        )  # fmt: skip
+        track = (device.id, before, after)
+        if isinstance(result, gestures.Dropped):
+            merged = (Resolution(result.merged, "ignore", result.reason),) if result.merged else ()
+            return Ignore(result.reason, resolves=merged, track=track)
+        if isinstance(result, gestures.Wait):
+            return Hold(
+                press.dedup_key,
+                device.id,
+                incident_key(device),
+                "pattern",
+                result.until_ns,
+                f"single press from {device.id}: waiting {dtype.double_window_s:g} s for a "
+                "second one (double press)",
+                track=track,
+            )
+        decision = self._decide_gesture(device, dtype, result.gesture, press, now)
+        if result.merged is not None:
+            first = Resolution(
+                result.merged,
+                "double",
+                "first press of a double press",
+                incident_id=_incident_of(decision),
+            )
+            decision = replace(decision, resolves=(first, *decision.resolves))
+        return replace(decision, track=track)
+
+    def decide_again(self, press: Press) -> Decision:
+        """A stored press decided afresh (its callout ended before it was covered): its
+        gesture as recognised then, no pattern, no abort window: it is late already."""
         device = self.config.device(press.device_id)
         if device is None:
             return Ignore(f"unknown device {press.device_id}: not in the device registry")
         dtype = self.config.device_type(device)
+        return self._decide_gesture(device, dtype, press.gesture, press, None)
+
+    def _decide_gesture(
+        self, device: Device, dtype: DeviceType, gesture: Gesture, press: Press, now: int | None
+    ) -> Decision:
         key = incident_key(device)
-        open_id = self._open.get(key)
-        if press.gesture in dtype.cancel_gestures:
+        open_id = self._s.open.get(key)
+        held_raise = self._s.pending_raise.get(key)
+        if gesture in dtype.cancel_gestures:
+            if held_raise is not None:
+                why = (
+                    f"{gesture} press from {device.id} within the abort window: the alarm is "
+                    "withdrawn, nothing was sent"
+                )
+                return Withdraw(why, resolves=(Resolution(held_raise, "withdrawn", why),))
             if open_id is None:
-                return Ignore(f"cancel gesture {press.gesture} with no open incident for {key}")
-            return Cancel(open_id, key, f"{press.gesture} press from {device.id} cancels {open_id}")
-        if press.gesture not in dtype.raise_gestures:
+                return Ignore(f"cancel gesture {gesture} with no open incident for {key}")
+            return Cancel(open_id, key, f"{gesture} press from {device.id} cancels {open_id}")
+        if gesture not in dtype.raise_gestures:
             return Ignore(
-                f"gesture {press.gesture} does not raise for type {device.type}"
+                f"gesture {gesture} does not raise for type {device.type}"
                 f" (raises on {', '.join(dtype.raise_gestures)})"
             )
         if open_id is not None:
             return Attach(open_id, f"{key} already has open incident {open_id}")
-        choice = self.choose_location(device)
-        request = build_raise_request(device, choice)
-        return Raise(
-            NewIncident(
-                key=key,
-                device_id=device.id,
-                route=device.route,
-                request=request,
-                location_reason=choice.reason,
-                note=choice.note,
-            ).with_id(),
-            reason=f"{press.gesture} press from {device.id} raises for {key}",
-        )
+        if held_raise is not None:
+            # Pressed again inside the abort window: the person means it, send it now.
+            pending = self._s.held[held_raise].pending
+            assert pending is not None
+            release = Resolution(
+                held_raise,
+                "raise",
+                "raised before its abort window ended: pressed again",
+                new_incident=pending,
+            )
+            return Attach(pending.id, "pressed again within the abort window", resolves=(release,))
+        new = self._new_incident(device)
+        if now is not None and dtype.abort_window_s > 0:
+            return Hold(
+                press.dedup_key,
+                device.id,
+                key,
+                "abort",
+                now + int(dtype.abort_window_s * NS),
+                f"{gesture} press from {device.id} raises for {key} after a "
+                f"{dtype.abort_window_s:g} s abort window",
+                pending=new,
+            )
+        return Raise(new, reason=f"{gesture} press from {device.id} raises for {key}")
 
-    def apply(self, decision: Decision) -> None:
+    def _new_incident(self, device: Device) -> NewIncident:
+        choice = self.choose_location(device)
+        return NewIncident(
+            key=incident_key(device),
+            device_id=device.id,
+            route=device.route,
+            request=build_raise_request(device, choice),
+            location_reason=choice.reason,
+            note=choice.note,
+        ).with_id()
+
+    def apply(self, decision: Decision, press: Press | None = None) -> None:
+        """Install a decision once it is in the journal (``press``: the press it was for,
+        needed to hold it)."""
+        s = self._s
+        if decision.track is not None:
+            device_id, _, after = decision.track
+            s.tracks[device_id] = after
+        for resolution in decision.resolves:
+            self._resolved(resolution)
         if isinstance(decision, Raise):
-            self._open[decision.incident.key] = decision.incident.id
+            s.open[decision.incident.key] = decision.incident.id
         elif isinstance(decision, Cancel):
             # Withdrawn: a press after this is a new emergency, not part of the old one.
             self.incident_ended(decision.incident_id)
+        elif isinstance(decision, Hold):
+            assert press is not None
+            s.held[decision.key] = Held(
+                press, decision.incident_key, decision.hold, decision.until_ns, decision.pending
+            )
+            if decision.hold == "abort":
+                s.pending_raise[decision.incident_key] = decision.key
 
-    def undo(self, decision: Decision) -> None:
-        """Take back a decision applied ahead of a journal write that then failed."""
-        if isinstance(decision, Raise):
-            self.incident_ended(decision.incident.id)
-        elif isinstance(decision, Cancel):
-            self._open[decision.key] = decision.incident_id
+    def _resolved(self, resolution: Resolution) -> None:
+        s = self._s
+        held = s.held.pop(resolution.key, None)
+        if held is not None and s.pending_raise.get(held.incident_key) == resolution.key:
+            del s.pending_raise[held.incident_key]
+        if resolution.new_incident is not None:
+            s.open[resolution.new_incident.key] = resolution.new_incident.id
+
+    def snapshot(self) -> _State:
+        """The engine's decision state, to put back if a journal write fails."""
+        return self._s.copy()
+
+    def restore(self, state: _State) -> None:
+        self._s = state
+
+    def now_ns(self) -> int:
+        return self._clock_ns()
 
     def incident_ended(self, incident_id: str) -> None:
-        for key, open_id in list(self._open.items()):
+        for key, open_id in list(self._s.open.items()):
             if open_id == incident_id:
-                del self._open[key]
+                del self._s.open[key]
 
     def open_incident(self, key: str) -> str | None:
-        return self._open.get(key)
+        return self._s.open.get(key)
+
+    # ------------------------------------------------------------------ held presses
+
+    def next_deadline_ns(self) -> int | None:
+        """When the next held press is due (None: nothing is held)."""
+        times = [h.until_ns for h in self._s.held.values()]
+        return min(times) if times else None
+
+    def expire(self, now_ns: int) -> list[Resolution]:
+        """Decide the held presses whose window has passed, in the order they were held.
+        Applied provisionally: take a ``snapshot`` first and ``restore`` it if the journal
+        refuses the resolutions."""
+        out: list[Resolution] = []
+        due = sorted(
+            (h for h in self._s.held.values() if h.until_ns < now_ns or h.until_ns == 0),
+            key=lambda h: (h.until_ns, h.press.stamp.mono_ns),
+        )
+        for held in due:
+            key = held.press.dedup_key
+            if key not in self._s.held:
+                continue  # resolved by an earlier one in this round
+            device = self.config.device(held.press.device_id)
+            if device is None:  # removed from the registry by a reload
+                out.append(self._settle(Resolution(key, "ignore", "device no longer configured")))
+                continue
+            if held.hold == "abort":
+                out.extend(self._release(held, device))
+                continue
+            dtype = self.config.device_type(device)
+            track = self._s.tracks.get(device.id, EMPTY)
+            _, self._s.tracks[device.id] = gestures.expire(track, max(now_ns, held.until_ns + 1))
+            decision = self._decide_gesture(device, dtype, "single", held.press, now_ns)
+            out.extend(self._as_resolutions(key, decision))
+        return out
+
+    def _release(self, held: Held, device: Device) -> list[Resolution]:
+        key = held.press.dedup_key
+        open_id = self._s.open.get(held.incident_key)
+        if open_id is not None:  # another button of the same customer raised meanwhile
+            why = f"abort window ended; {held.incident_key} already has open incident {open_id}"
+            return [self._settle(Resolution(key, "attach", why, incident_id=open_id))]
+        pending = held.pending or self._new_incident(device)
+        why = "abort window ended without a cancel: raised"
+        return [self._settle(Resolution(key, "raise", why, new_incident=pending))]
+
+    def _as_resolutions(self, key: str, decision: Decision) -> list[Resolution]:
+        out = [self._settle(r) for r in decision.resolves]
+        if isinstance(decision, Hold):  # a single that now waits out its abort window
+            held = self._s.held[key]
+            self._s.held[key] = Held(
+                held.press, decision.incident_key, "abort", decision.until_ns, decision.pending
+            )
+            self._s.pending_raise[decision.incident_key] = key
+            out.append(Resolution(key, "held_abort", decision.reason))
+            return out
+        new = decision.incident if isinstance(decision, Raise) else None
+        own = Resolution(key, decision.kind, decision.reason, _incident_of(decision), new)
+        out.append(self._settle(own))
+        if isinstance(decision, Cancel):
+            self.incident_ended(decision.incident_id)
+        return out
+
+    def _settle(self, resolution: Resolution) -> Resolution:
+        self._resolved(resolution)
+        return resolution
+
+    def adopt_held(self, presses: Iterable[tuple[Press, str]]) -> None:
+        """Presses held when the gateway stopped (``held_pattern`` / ``held_abort``): their
+        windows continue if this is the same boot, else they are due at once."""
+        for press, decision in presses:
+            device = self.config.device(press.device_id)
+            if device is None:
+                self._s.held[press.dedup_key] = Held(press, "", "pattern", 0, None)
+                continue
+            dtype = self.config.device_type(device)
+            same_boot = press.stamp.boot_id == BOOT_ID
+            if decision == "held_abort":
+                until = press.stamp.mono_ns + int(dtype.abort_window_s * NS) if same_boot else 0
+                held = Held(press, incident_key(device), "abort", until, self._new_incident(device))
+                self._s.pending_raise[held.incident_key] = press.dedup_key
+            else:
+                until = press.stamp.mono_ns + int(dtype.double_window_s * NS) if same_boot else 0
+                held = Held(press, incident_key(device), "pattern", until, None)
+                self._s.tracks[device.id] = Track(
+                    last_ns=press.stamp.mono_ns if same_boot else None,
+                    pending_key=press.dedup_key,
+                    pending_until_ns=until,
+                )
+            self._s.held[press.dedup_key] = held
+
+    # ------------------------------------------------------------------ walk test
+
+    def start_walk_test(self, device_id: str | None, minutes: float, wall: float) -> WalkTestScope:
+        now = self._clock_ns()
+        self.walk_test = WalkTestScope(device_id, now + int(minutes * 60 * NS), now, wall)
+        return self.walk_test
+
+    def stop_walk_test(self) -> WalkTestScope | None:
+        scope, self.walk_test = self.walk_test, None
+        return scope
+
+    def walk_test_active(self) -> WalkTestScope | None:
+        scope = self.walk_test
+        if scope is not None and self._clock_ns() >= scope.until_ns:
+            return None
+        return scope
 
     # ------------------------------------------------------------------ location
 
@@ -294,3 +612,19 @@ def build_raise_request(device: Device, choice: LocationChoice) -> dict[str, Any
     if choice.location is not None:
         body["location"] = choice.location
     return {"route": "device", "body": body}
+
+
+def _incident_of(decision: Decision) -> str | None:
+    if isinstance(decision, Raise):
+        return decision.incident.id
+    if isinstance(decision, Attach | Cancel):
+        return decision.incident_id
+    return None
+
+
+def _target(device: Device) -> str:
+    if isinstance(device, CustomerDevice):
+        return f"customer {device.customer_id}"
+    if isinstance(device, SiteDevice):
+        return f"site {device.site_ref}"
+    return f"AURA device {device.aura_device_id}"

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import CLOCK_FLOOR
+
 
 def read_incidents(journal: Path, incident_id: str | None = None) -> list[dict[str, Any]]:
     if not journal.exists():
@@ -20,20 +22,26 @@ def read_incidents(journal: Path, incident_id: str | None = None) -> list[dict[s
     db.row_factory = sqlite3.Row
     try:
         where, args = ("WHERE id = ?", (incident_id,)) if incident_id else ("", ())
+        # A journal the daemon has not migrated yet (read-only here) never said: untrusted.
+        press_trusted = _column(db, "presses", "wall_trusted")
         rows = db.execute(
             "SELECT id, device_id, route, state, callout_id, aura_status, attempts, last_error,"
-            f" press_wall, raised_wall, closed_wall, report, acknowledged_wall, location_reason"
-            f" FROM incidents {where} ORDER BY press_wall DESC",
+            f" press_wall, raised_wall, closed_wall, report, acknowledged_wall, location_reason,"
+            f" {_column(db, 'incidents', 'press_wall_trusted')} AS press_wall_trusted"
+            # Newest first by insertion, not by press_wall: the wall clock may have jumped.
+            f" FROM incidents {where} ORDER BY rowid DESC",
             args,
         ).fetchall()
         out = []
         for row in rows:
             item = dict(row)
+            item["press_wall_trusted"] = bool(item["press_wall_trusted"])
             item["report"] = json.loads(item["report"]) if item["report"] else None
             item["presses"] = [
-                dict(p)
+                {**dict(p), "wall_trusted": bool(p["wall_trusted"])}
                 for p in db.execute(
-                    "SELECT device_id, gesture, counter, wall, decision, reason FROM presses"
+                    "SELECT device_id, gesture, counter, wall, decision, reason,"
+                    f" {press_trusted} AS wall_trusted FROM presses"
                     " WHERE incident_id = ? ORDER BY id",
                     (item["id"],),
                 )
@@ -52,19 +60,50 @@ def read_incidents(journal: Path, incident_id: str | None = None) -> list[dict[s
         db.close()
 
 
+def _column(db: sqlite3.Connection, table: str, column: str) -> str:
+    """The column if the journal has it, else 0 (an older journal: not trusted)."""
+    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    return column if column in have else "0"
+
+
 def _when(wall: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wall)) if wall else "-"
+    if not wall:
+        return "-"
+    if wall < CLOCK_FLOOR:  # a gateway that booted without a clock: not a real date
+        return "clock not set"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wall))
+
+
+def _pressed(wall: float, trusted: bool) -> str:
+    """A press time, short: marked ``?`` when the gateway's clock was not trusted."""
+    if trusted:
+        return _when(wall)
+    return "clock not set" if wall < CLOCK_FLOOR else _when(wall) + " ?"
+
+
+def _pressed_long(wall: float, trusted: bool) -> str:
+    if trusted:
+        return f"{_when(wall)} UTC"
+    if wall < CLOCK_FLOOR:
+        return "time unknown (the gateway's clock was not set)"
+    return f"{_when(wall)} UTC (the gateway's clock was not synchronised: not verified)"
+
+
+UNTRUSTED_KEY = "? the gateway's clock was not synchronised at the press: time not verified"
 
 
 def listing(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no incidents"
-    lines = [f"{'incident':18} {'pressed (UTC)':19} {'device':9} {'state':10} {'callout':8} stage"]
+    lines = [f"{'incident':18} {'pressed (UTC)':21} {'device':9} {'state':10} {'callout':8} stage"]
     for r in rows:
+        pressed = _pressed(r["press_wall"], r["press_wall_trusted"])
         lines.append(
-            f"{r['id']:18} {_when(r['press_wall']):19} {r['device_id']:9} {r['state']:10} "
+            f"{r['id']:18} {pressed:21} {r['device_id']:9} {r['state']:10} "
             f"{r['callout_id'] or '-'!s:8} {r['aura_status'] or ''}"
         )
+    if any(_pressed(r["press_wall"], r["press_wall_trusted"]).endswith("?") for r in rows):
+        lines.append(UNTRUSTED_KEY)
     return "\n".join(lines)
 
 
@@ -74,7 +113,8 @@ def describe(r: dict[str, Any]) -> str:
         f"state      {r['state']}"
         + (f"  (acknowledged {_when(r['acknowledged_wall'])})" if r["acknowledged_wall"] else ""),
         f"callout    {r['callout_id'] or '-'}  stage: {r['aura_status'] or '-'}",
-        f"pressed    {_when(r['press_wall'])} UTC; raised {_when(r['raised_wall'])}; "
+        f"pressed    {_pressed_long(r['press_wall'], r['press_wall_trusted'])}; "
+        f"raised {_when(r['raised_wall'])}; "
         f"ended {_when(r['closed_wall'])}",
         f"location   {r['location_reason']}",
     ]
@@ -83,8 +123,11 @@ def describe(r: dict[str, Any]) -> str:
     lines.append(f"presses    {len(r['presses'])}")
     for p in r["presses"]:
         lines.append(
-            f"  {_when(p['wall'])} {p['gesture']:6} counter {p['counter']}  {p['decision']}"
+            f"  {_pressed(p['wall'], p['wall_trusted']):21} {p['gesture']:6} "
+            f"counter {p['counter']}  {p['decision']}"
         )
+    if any(_pressed(p["wall"], p["wall_trusted"]).endswith("?") for p in r["presses"]):
+        lines.append("  " + UNTRUSTED_KEY)
     lines.append("requests")
     for o in r["outbox"]:
         lines.append(f"  #{o['seq']} {o['kind']:6} {o['state']}")

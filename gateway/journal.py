@@ -9,7 +9,8 @@ returns (DESIGN.md invariant 1). It holds:
 - ``incidents``: the local incident id, written before the first request to AURA, the
   create request frozen at press time, the AURA callout id once known, and the stage;
 - ``outbox``: the alarm class, strictly FIFO by ``seq``, never evicted;
-- ``fixes``: the newest position per device (the location class keeps only the newest).
+- ``fixes``: the newest position per device (the location class keeps only the newest);
+- ``supervision``: which devices are silent (missed check-ins), written on a change only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.clock import untrusted_why
 from gateway.errors import JournalError
 from gateway.signals import Fix, Press, Stamp
 
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS presses (
     decision    TEXT NOT NULL,
     reason      TEXT NOT NULL,
     incident_id TEXT,
-    frame_key   TEXT
+    frame_key   TEXT,
+    wall_trusted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS presses_dedup ON presses(dedup_key);
 CREATE TABLE IF NOT EXISTS device_counters (
@@ -76,7 +79,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     raised_wall     REAL,
     closed_wall     REAL,
     report          TEXT,
-    acknowledged_wall REAL
+    acknowledged_wall REAL,
+    press_wall_trusted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -110,6 +114,12 @@ CREATE TABLE IF NOT EXISTS fixes (
     boot_id     TEXT NOT NULL,
     wall        REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS supervision (
+    device_id    TEXT PRIMARY KEY,
+    silent       INTEGER NOT NULL,
+    changed_wall REAL NOT NULL,
+    reason       TEXT
+);
 """
 
 # Incident stages kept by the journal. ``sending`` is written before each create
@@ -139,6 +149,8 @@ class Incident:
     press_mono_ns: int
     press_boot_id: str
     press_wall: float
+    # The wall clock was trusted at the press (or the press time was corrected since).
+    press_wall_trusted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +209,21 @@ class NewIncident:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolution:
+    """A held press decided later: by a second press, a cancel, or its window ending.
+
+    ``decision`` is what the held press finally was: raise, attach, cancel, ignore,
+    withdrawn, double (the first press of a double), or held_abort (a single press that
+    now waits out its abort window)."""
+
+    key: str  # the held press's dedup key
+    decision: str
+    reason: str
+    incident_id: str | None = None
+    new_incident: NewIncident | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Prior:
     """What the journal knew of a press before it: a verdict if it must not count again,
     and the device's highest accepted counter with the frame that carried it."""
@@ -242,6 +269,7 @@ class PressWrite:
     incident_id: str | None = None
     new_incident: NewIncident | None = None
     check_counter: bool = False
+    resolves: tuple[Resolution, ...] = ()
 
 
 def _classify(db: sqlite3.Connection, press: Press, window_ns: int, check_counter: bool) -> Prior:
@@ -277,8 +305,8 @@ def _insert_incident(
     """The incident and its raise in the alarm outbox; claimed for the uplink if asked."""
     db.execute(
         "INSERT INTO incidents (id, key, device_id, route, state, attempts, request,"
-        " location_reason, press_mono_ns, press_boot_id, press_wall)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " location_reason, press_mono_ns, press_boot_id, press_wall, press_wall_trusted)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id,
             new.key,
@@ -291,6 +319,7 @@ def _insert_incident(
             press.stamp.mono_ns,
             press.stamp.boot_id,
             press.stamp.wall,
+            int(press.stamp.wall_trusted),
         ),
     )
     cursor = db.execute(
@@ -380,22 +409,74 @@ def _promote(
     )
 
 
+def _load_press(db: sqlite3.Connection, press_id: int) -> Press:
+    row = db.execute(
+        "SELECT source, device_id, gesture, dedup_key, counter, battery_pct, rssi_dbm,"
+        " mono_ns, wall, boot_id, frame_key, wall_trusted FROM presses WHERE id = ?",
+        (press_id,),
+    ).fetchone()
+    return Press(
+        source=row[0],
+        device_id=row[1],
+        gesture=row[2],
+        dedup_key=row[3],
+        counter=row[4],
+        battery_pct=row[5],
+        rssi_dbm=row[6],
+        stamp=Stamp(mono_ns=row[7], wall=row[8], boot_id=row[9], wall_trusted=bool(row[11])),
+        frame_key=row[10],
+    )
+
+
+def _resolve(db: sqlite3.Connection, resolution: Resolution, claim: bool) -> Attempt | None:
+    """A held press decided: its row says what it finally was (and the incident it opened)."""
+    row = db.execute(
+        "SELECT id FROM presses WHERE dedup_key = ? AND decision IN ('held_pattern', 'held_abort')"
+        " ORDER BY id DESC LIMIT 1",
+        (resolution.key,),
+    ).fetchone()
+    if row is None:
+        return None  # decided already (a resolution replayed after a restart)
+    press = _load_press(db, row[0])
+    inc_id = resolution.incident_id
+    claimed = None
+    if resolution.new_incident is not None:
+        inc_id = resolution.new_incident.id
+        claimed = _insert_incident(db, resolution.new_incident, press, claim)
+    if resolution.decision == "cancel" and inc_id is not None:
+        _cancel(db, inc_id, None)
+    if resolution.decision == "attach" and inc_id is not None:
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(press.stamp.wall))
+        _note(db, inc_id, f"Panic button {press.device_id} pressed again at {when}.")
+    db.execute(
+        "UPDATE presses SET decision = ?, reason = ?, incident_id = ? WHERE id = ?",
+        (resolution.decision, resolution.reason, inc_id, row[0]),
+    )
+    return claimed
+
+
 def _insert(db: sqlite3.Connection, write: PressWrite, claim: bool) -> Stored:
     press, new_incident = write.press, write.new_incident
     inc_id = write.incident_id
     claimed: Attempt | None = None
+    for resolution in write.resolves:  # held presses this one decides (before its own row)
+        got = _resolve(db, resolution, claim and claimed is None)
+        claimed = claimed or got
     if new_incident is not None:
         inc_id = new_incident.id
-        claimed = _insert_incident(db, new_incident, press, claim)
+        claimed = claimed or _insert_incident(db, new_incident, press, claim and claimed is None)
     if write.decision == "cancel" and inc_id is not None:
         _cancel(db, inc_id, None)
     if write.decision == "attach" and inc_id is not None:
-        when = time.strftime("%H:%M:%S UTC", time.gmtime(press.stamp.wall))
-        _note(db, inc_id, f"Panic button {press.device_id} pressed again at {when}.")
+        if press.stamp.wall_trusted:
+            when = time.strftime("at %H:%M:%S UTC", time.gmtime(press.stamp.wall))
+        else:  # never a 1970 time to the control room
+            when = f"(time unknown: {untrusted_why(press.stamp.wall)})"
+        _note(db, inc_id, f"Panic button {press.device_id} pressed again {when}.")
     db.execute(
         "INSERT INTO presses (dedup_key, source, device_id, gesture, counter,"
         " battery_pct, rssi_dbm, mono_ns, boot_id, wall, decision, reason, incident_id,"
-        " frame_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " frame_key, wall_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             press.dedup_key,
             press.source,
@@ -411,6 +492,7 @@ def _insert(db: sqlite3.Connection, write: PressWrite, claim: bool) -> Stored:
             write.reason,
             inc_id,
             press.frame_key,
+            int(press.stamp.wall_trusted),
         ),
     )
     if write.check_counter and press.counter is not None:
@@ -443,6 +525,7 @@ def _incident_as_new(new: NewIncident, press: Press) -> Incident:
         press_mono_ns=press.stamp.mono_ns,
         press_boot_id=press.stamp.boot_id,
         press_wall=press.stamp.wall,
+        press_wall_trusted=press.stamp.wall_trusted,
     )
 
 
@@ -467,8 +550,17 @@ class Journal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(presses)")}
         if "frame_key" not in columns:
             self._db.execute("ALTER TABLE presses ADD COLUMN frame_key TEXT")
+        if "wall_trusted" not in columns:
+            # Older journals never said: their press times count as not trusted.
+            self._db.execute(
+                "ALTER TABLE presses ADD COLUMN wall_trusted INTEGER NOT NULL DEFAULT 0"
+            )
         incident_columns = {r[1] for r in self._db.execute("PRAGMA table_info(incidents)")}
-        for column, kind in (("report", "TEXT"), ("acknowledged_wall", "REAL")):
+        for column, kind in (
+            ("report", "TEXT"),
+            ("acknowledged_wall", "REAL"),
+            ("press_wall_trusted", "INTEGER NOT NULL DEFAULT 0"),
+        ):
             if column not in incident_columns:
                 self._db.execute(f"ALTER TABLE incidents ADD COLUMN {column} {kind}")
         outbox_columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
@@ -526,6 +618,7 @@ class Journal:
         claim: bool = False,
         repeat_window_ns: int = 5_000_000_000,
         check_counter: bool = False,
+        resolves: tuple[Resolution, ...] = (),
     ) -> Stored:
         """Store one press (and the incident it opens, with its raise) in one transaction.
 
@@ -533,7 +626,9 @@ class Journal:
         ``Stored``). Raises ``JournalError`` when the disk refused the write: the caller
         must not acknowledge the press then. ``claim`` as in ``commit_presses``.
         """
-        write = PressWrite(press, decision, reason, incident_id, new_incident, check_counter)
+        write = PressWrite(
+            press, decision, reason, incident_id, new_incident, check_counter, resolves
+        )
 
         def run(db: sqlite3.Connection) -> Stored:
             prior = _classify(db, press, repeat_window_ns, check_counter)
@@ -631,6 +726,16 @@ class Journal:
         finally:
             self._db.execute("PRAGMA synchronous=FULL")
 
+    def walk_test_presses(self, after_id: int) -> list[dict[str, Any]]:
+        """Presses recorded by a walk test that began after press row ``after_id``."""
+        cursor = self._db.execute(
+            "SELECT id, device_id, gesture, rssi_dbm, battery_pct, wall, source, reason"
+            " FROM presses WHERE id > ? AND decision = 'walk_test' ORDER BY id",
+            (after_id,),
+        )
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def last_press_id(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM presses").fetchone()[0])
 
@@ -704,6 +809,30 @@ class Journal:
             removed += dropped
         return removed
 
+    def restamp_untrusted(self, boot_id: str, now_wall: float, now_mono_ns: int) -> tuple[int, int]:
+        """Correct this boot's press times taken before the wall clock was trusted.
+
+        ``now_wall`` is a trusted wall time taken at ``now_mono_ns``: a press at ``mono_ns``
+        happened ``(now_mono_ns - mono_ns)`` earlier. Rows from other boots cannot be
+        corrected (their monotonic clock is gone) and stay marked untrusted. Returns the
+        number of presses and incidents corrected.
+        """
+
+        def write(db: sqlite3.Connection) -> tuple[int, int]:
+            presses = db.execute(
+                "UPDATE presses SET wall = ? - (? - mono_ns) / 1e9, wall_trusted = 1"
+                " WHERE boot_id = ? AND wall_trusted = 0",
+                (now_wall, now_mono_ns, boot_id),
+            ).rowcount
+            incidents = db.execute(
+                "UPDATE incidents SET press_wall = ? - (? - press_mono_ns) / 1e9,"
+                " press_wall_trusted = 1 WHERE press_boot_id = ? AND press_wall_trusted = 0",
+                (now_wall, now_mono_ns, boot_id),
+            ).rowcount
+            return presses, incidents
+
+        return self._tx(write)
+
     def fixes(self) -> list[Fix]:
         rows = self._db.execute(
             "SELECT device_id, latitude, longitude, accuracy_m, taken_mono_ns, boot_id, wall"
@@ -716,11 +845,35 @@ class Journal:
             for r in rows
         ]
 
+    # ------------------------------------------------------------------ supervision
+
+    def silent_devices(self) -> dict[str, str]:
+        """Devices silent when the gateway stopped (device id -> why): they stay silent
+        after a restart until they speak."""
+        rows = self._db.execute(
+            "SELECT device_id, reason FROM supervision WHERE silent = 1 ORDER BY device_id"
+        ).fetchall()
+        return {r[0]: r[1] or "" for r in rows}
+
+    def set_supervision(self, device_id: str, silent: bool, reason: str | None) -> None:
+        """A supervision transition (silent or recovered); only transitions, never a
+        heartbeat, so this is rare enough for an fsync of its own."""
+        self._tx(
+            lambda db: db.execute(
+                "INSERT INTO supervision (device_id, silent, changed_wall, reason)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                " silent = excluded.silent, changed_wall = excluded.changed_wall,"
+                " reason = excluded.reason",
+                (device_id, int(silent), time.time(), reason),
+            )
+        )
+
     # ------------------------------------------------------------------ incidents
 
     _INCIDENT_COLS = (
         "id, key, device_id, route, state, request, location_reason, callout_id, tracking_url,"
-        " aura_status, attempts, last_error, press_mono_ns, press_boot_id, press_wall"
+        " aura_status, attempts, last_error, press_mono_ns, press_boot_id, press_wall,"
+        " press_wall_trusted"
     )
 
     def _incident(self, row: tuple[Any, ...]) -> Incident:
@@ -740,6 +893,7 @@ class Journal:
             press_mono_ns=row[12],
             press_boot_id=row[13],
             press_wall=row[14],
+            press_wall_trusted=bool(row[15]),
         )
 
     def incident(self, incident_id: str) -> Incident | None:
@@ -751,7 +905,8 @@ class Journal:
     def incidents(self, states: tuple[str, ...] | None = None) -> list[Incident]:
         if states is None:
             rows = self._db.execute(
-                f"SELECT {self._INCIDENT_COLS} FROM incidents ORDER BY press_wall, id"
+                # Insertion order, not press_wall: ordering never uses the wall clock.
+                f"SELECT {self._INCIDENT_COLS} FROM incidents ORDER BY rowid"
             )
         else:
             marks = ",".join("?" * len(states))
@@ -860,22 +1015,28 @@ class Journal:
         return [r[0] for r in rows.fetchall()]
 
     def press(self, press_id: int) -> Press:
-        row = self._db.execute(
-            "SELECT source, device_id, gesture, dedup_key, counter, battery_pct, rssi_dbm,"
-            " mono_ns, wall, boot_id, frame_key FROM presses WHERE id = ?",
-            (press_id,),
-        ).fetchone()
-        return Press(
-            source=row[0],
-            device_id=row[1],
-            gesture=row[2],
-            dedup_key=row[3],
-            counter=row[4],
-            battery_pct=row[5],
-            rssi_dbm=row[6],
-            stamp=Stamp(mono_ns=row[7], wall=row[8], boot_id=row[9]),
-            frame_key=row[10],
-        )
+        return _load_press(self._db, press_id)
+
+    def held_presses(self) -> list[tuple[Press, str]]:
+        """Presses still held (a double may follow, or an abort window) when it stopped."""
+        rows = self._db.execute(
+            "SELECT id, decision FROM presses WHERE decision IN ('held_pattern', 'held_abort')"
+            " ORDER BY id"
+        ).fetchall()
+        return [(_load_press(self._db, row[0]), row[1]) for row in rows]
+
+    def resolve_held(self, resolutions: list[Resolution], *, claim: bool = False) -> Attempt | None:
+        """Held presses decided (their window ended), in one transaction; with ``claim``
+        the first raise among them is handed to the idle uplink."""
+
+        def run(db: sqlite3.Connection) -> Attempt | None:
+            claimed = None
+            for resolution in resolutions:
+                got = _resolve(db, resolution, claim and claimed is None)
+                claimed = claimed or got
+            return claimed
+
+        return self._tx(run)
 
     def close_incident(
         self,

@@ -113,6 +113,10 @@ class MqttLink:
                 # A refusal or a bad certificate will not fix itself in a second: wait long.
                 slow = exc.state in (REFUSED, TLS_ERROR, CONFIG_ERROR)
                 delay = self.settings.reconnect_max_s if slow else backoff.next_delay()
+            except Exception as exc:  # the broker link must never take the daemon down
+                logger.exception("event=mqtt_fault link=%s", self.name)
+                self._set(UNREACHABLE, f"unexpected error: {type(exc).__name__}")
+                delay = self.settings.reconnect_max_s
             await asyncio.sleep(delay)
 
     async def _session(self, backoff: Backoff) -> None:
@@ -136,16 +140,16 @@ class MqttLink:
         client.on_message = on_message
         timeout = self.settings.connect_timeout_s
         try:
-            try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(
-                        client.connect,
-                        self.settings.host,
-                        self.settings.port,
-                        self.settings.keepalive_s,
-                    ),
-                    timeout,
+            connecting = asyncio.ensure_future(
+                asyncio.to_thread(
+                    client.connect,
+                    self.settings.host,
+                    self.settings.port,
+                    self.settings.keepalive_s,
                 )
+            )
+            try:
+                await asyncio.wait_for(asyncio.shield(connecting), timeout)
             except ssl.SSLCertVerificationError as exc:
                 raise ConnectFailed(
                     TLS_ERROR,
@@ -154,6 +158,9 @@ class MqttLink:
             except ssl.SSLError as exc:
                 raise ConnectFailed(TLS_ERROR, f"TLS handshake failed: {exc.reason}") from None
             except TimeoutError:
+                # The thread goes on; should it still connect, that connection is closed at
+                # once rather than left holding our client id.
+                connecting.add_done_callback(lambda _f: _quietly(client.disconnect))
                 raise ConnectFailed(
                     NO_ANSWER,
                     f"no answer from {self._where()} within {timeout:g} s",
@@ -294,6 +301,11 @@ class MqttLink:
                 self.client.disconnect()
             if self._lost is not None:
                 self._lost.set()
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        action()
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

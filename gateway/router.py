@@ -7,13 +7,26 @@ and only then may the input acknowledge the press to its source and the uplink s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.config.models import EventDevice
-from gateway.engine import Attach, Cancel, Decision, Engine, Ignore, Raise, incident_key
+from gateway.engine import (
+    Attach,
+    Cancel,
+    Decision,
+    Engine,
+    Hold,
+    Ignore,
+    Raise,
+    WalkTest,
+    Withdraw,
+    incident_key,
+    new_incidents,
+)
 from gateway.errors import JournalError
 from gateway.journal import (
     OPEN,
@@ -49,14 +62,20 @@ class UplinkPort(Protocol):
     def device_health(self, device: EventDevice) -> None: ...
 
 
+def _row_decision(decision: Decision) -> str:
+    """What the journal records for the press: a held press says what it waits for."""
+    return f"held_{decision.hold}" if isinstance(decision, Hold) else decision.kind
+
+
 def _write(press: Press, decision: Decision) -> PressWrite:
     return PressWrite(
         press,
-        decision.kind,
+        _row_decision(decision),
         decision.reason,
         decision.incident_id if isinstance(decision, Attach | Cancel) else None,
         decision.incident if isinstance(decision, Raise) else None,
         check_counter=press.authenticated,
+        resolves=decision.resolves,
     )
 
 
@@ -79,6 +98,7 @@ class Router:
         self._recheck = recheck
         # Serialises decide → commit → apply so two inputs cannot both open an incident.
         self._lock = asyncio.Lock()
+        self._held_wake = asyncio.Event()
 
     async def on_press(self, press: Press, *, repeat_window_s: float = 5.0) -> PressOutcome | None:
         """An outcome once the press is durable (or already was): the input may ack.
@@ -94,18 +114,19 @@ class Router:
             attach_to = decision.incident_id if isinstance(decision, Attach | Cancel) else None
             # An idle uplink has nothing older queued: this raise is the head, so the same
             # transaction can claim it for delivery.
-            claim = new is not None and self._uplink.idle()
+            claim = bool(new_incidents(decision)) and self._uplink.idle()
             try:
                 stored = await self.journal.call(
                     lambda j: j.commit_press(
                         press,
-                        decision=decision.kind,
+                        decision=_row_decision(decision),
                         reason=decision.reason,
                         incident_id=attach_to,
                         new_incident=new,
                         claim=claim,
                         repeat_window_ns=int(repeat_window_s * 1e9),
                         check_counter=press.authenticated,
+                        resolves=decision.resolves,
                     )
                 )
             except JournalError as exc:
@@ -118,7 +139,8 @@ class Router:
                 if stored.incident_id is not None:
                     self._uplink.offer(None)  # in case its raise is still waiting
                 return PressOutcome(stored.verdict, None, stored.incident_id)
-            self.engine.apply(decision)
+            self.engine.apply(decision, press)
+        self._held_changed()
         return self._stored([(press, decision, stored)])[0]
 
     async def on_presses(
@@ -138,6 +160,7 @@ class Router:
                 priors = await self.journal.call(lambda j: j.classify(presses, window_ns))
             except JournalError as exc:
                 return self._refused(presses, exc)
+            before = self.engine.snapshot()
             writes: list[PressWrite] = []
             decided: list[tuple[int, Press, Decision]] = []
             seen: set[str] = set()
@@ -159,7 +182,7 @@ class Router:
                     outcomes[i] = PressOutcome(verdict, None, incident)
                     continue
                 decision = self.engine.decide(press)
-                self.engine.apply(decision)  # provisional: later presses see the incident
+                self.engine.apply(decision, press)  # provisional: later presses see it
                 seen.add(press.dedup_key)
                 if press.authenticated and press.counter is not None:
                     last, _ = highest.get(press.device_id, (prior.last_counter, None))
@@ -167,17 +190,75 @@ class Router:
                         highest[press.device_id] = (press.counter, press.frame_key)
                 decided.append((i, press, decision))
                 writes.append(_write(press, decision))
-            claim = any(isinstance(d, Raise) for _, _, d in decided) and self._uplink.idle()
+            claim = any(new_incidents(d) for _, _, d in decided) and self._uplink.idle()
             try:
                 stored = await self.journal.call(lambda j: j.commit_presses(writes, claim=claim))
             except JournalError as exc:
-                for _, _, decision in reversed(decided):  # undo the provisional decisions
-                    self.engine.undo(decision)
+                self.engine.restore(before)  # take back the provisional decisions
                 return self._refused(presses, exc)
+        self._held_changed()
         results = self._stored([(p, d, st) for (_, p, d), st in zip(decided, stored, strict=True)])
         for (i, _, _), outcome in zip(decided, results, strict=True):
             outcomes[i] = outcome
         return outcomes
+
+    # ------------------------------------------------------------------ held presses
+
+    def _held_changed(self) -> None:
+        self._held_wake.set()
+
+    async def adopt_held(self) -> None:
+        """Presses held when the gateway stopped: their windows go on (or are over)."""
+        held = await self.journal.call(lambda j: j.held_presses())
+        if held:
+            self.engine.adopt_held(held)
+            logger.warning("event=held_presses_adopted count=%d", len(held))
+
+    async def run_held(self) -> None:
+        """Decide held presses when their window ends; asleep while nothing is held."""
+        while True:
+            deadline = self.engine.next_deadline_ns()
+            timeout = None
+            if deadline is not None:
+                timeout = max(0, deadline - self.engine.now_ns()) / 1e9 + 0.001
+            self._held_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._held_wake.wait(), timeout)
+            await self.expire_held()
+
+    async def expire_held(self) -> None:
+        async with self._lock:
+            before = self.engine.snapshot()
+            resolutions = self.engine.expire(self.engine.now_ns())
+            if not resolutions:
+                return
+            claim = any(r.new_incident for r in resolutions) and self._uplink.idle()
+            try:
+                claimed = await self.journal.call(
+                    lambda j: j.resolve_held(resolutions, claim=claim)
+                )
+            except JournalError as exc:
+                self.engine.restore(before)
+                self.status.count("journal_errors")
+                logger.error("event=journal_error held=%d error=%s", len(resolutions), exc)
+                await asyncio.sleep(1.0)  # the held presses stay held; tried again
+                return
+        sent = 0
+        for r in resolutions:
+            log = logger.warning if r.decision in ("raise", "withdrawn", "cancel") else logger.info
+            log(
+                "event=held_press_%s key=%s incident=%s reason=%r",
+                r.decision,
+                r.key,
+                r.incident_id or (r.new_incident.id if r.new_incident else None),
+                r.reason,
+            )
+            sent += r.new_incident is not None or r.decision == "cancel"
+        if sent:
+            self.status.pending_alarms += sent
+            self.status.changed()
+        if sent or any(r.decision == "attach" for r in resolutions):
+            self._uplink.offer(claimed)
 
     async def note_device(self, device_id: str, text: str) -> None:
         """Something about the pressing device the control room should know (battery low,
@@ -212,7 +293,7 @@ class Router:
             decision: Decision | None = None
             if ids:
                 press = await self.journal.call(lambda j: j.press(ids[0]))
-                decision = self.engine.decide(press)
+                decision = self.engine.decide_again(press)
                 if isinstance(decision, Raise):
                     reason = f"pressed after callout {incident.callout_id} ended"
                     promote = (ids[0], decision.incident, reason)
@@ -254,7 +335,7 @@ class Router:
             if isinstance(decision, Attach):
                 self._recheck()
             claimed = claimed or stored.claimed
-            raises += isinstance(decision, Raise | Cancel)
+            raises += len(new_incidents(decision)) + isinstance(decision, Cancel)
             results.append(PressOutcome("stored", decision.kind, stored.incident_id))
         if raises:
             self.status.pending_alarms += raises
@@ -304,6 +385,30 @@ class Router:
                 "event=cancel_requested device=%s incident=%s reason=%r",
                 press.device_id,
                 incident_id,
+                decision.reason,
+            )
+        elif isinstance(decision, Hold):
+            self.status.count(f"presses_held_{decision.hold}")
+            logger.info(
+                "event=press_held device=%s gesture=%s until_s=%.2f reason=%r",
+                press.device_id,
+                press.gesture,
+                (decision.until_ns - press.stamp.mono_ns) / 1e9,
+                decision.reason,
+            )
+        elif isinstance(decision, Withdraw):
+            self.status.count("presses_withdrawn")
+            logger.warning(
+                "event=alarm_withdrawn device=%s reason=%r", press.device_id, decision.reason
+            )
+        elif isinstance(decision, WalkTest):
+            self.status.count("presses_walk_test")
+            logger.info(
+                "event=walk_test_press device=%s gesture=%s rssi=%s battery=%s reason=%r",
+                press.device_id,
+                press.gesture,
+                press.rssi_dbm,
+                press.battery_pct,
                 decision.reason,
             )
         elif isinstance(decision, Ignore):

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.clock import CLOCK
 from gateway.config.models import Gesture
 
 
@@ -23,15 +24,22 @@ GATEWAY_FIX = "@gateway"
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
-    """When a signal was received: monotonic for order and timeouts, wall for people."""
+    """When a signal was received: monotonic for order and timeouts, wall for people.
+
+    ``wall_trusted``: the wall clock was trusted when the stamp was taken
+    (``gateway.clock``); an untrusted wall is corrected from ``mono_ns`` once the clock is
+    trusted in the same boot, and is never shown to a person as if it were true.
+    """
 
     mono_ns: int
     wall: float
     boot_id: str = BOOT_ID
+    wall_trusted: bool = False
 
     @classmethod
     def now(cls) -> Stamp:
-        return cls(mono_ns=time.monotonic_ns(), wall=time.time())
+        trusted = CLOCK.trusted()
+        return cls(mono_ns=time.monotonic_ns(), wall=time.time(), wall_trusted=trusted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,8 @@ class Press:
     frame_key: str | None = None
     # The counter is covered by a verified MAC, so it must advance (replay protection).
     authenticated: bool = False
+    # How long the button was held, where the source measures it (else None).
+    held_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# (device id, availability it reported or None, whether it shows the device alive now)
+HeardListener = Callable[[str, "bool | None", bool], None]
+
 
 @dataclass
 class InputHealth:
@@ -24,7 +27,7 @@ class InputHealth:
 
 @dataclass
 class DeviceHealth:
-    last_seen_wall: float
+    last_seen_wall: float | None = None  # None: not heard since the daemon started
     battery_pct: int | None = None
     tamper: bool = False
     battery_low: bool = False
@@ -33,6 +36,9 @@ class DeviceHealth:
     linkquality: int | None = None
     available: bool | None = None  # zigbee2mqtt availability, where it is reported
     spoofable: bool = False
+    # Supervision (gateway/supervision.py): missed its check-ins, or reported unavailable.
+    silent: bool = False
+    silent_reason: str | None = None
 
 
 @dataclass
@@ -58,10 +64,12 @@ class StatusModel:
     inputs: dict[str, InputHealth] = field(default_factory=dict)
     devices_seen: dict[str, DeviceHealth] = field(default_factory=dict)
     unknown_devices: dict[str, UnknownDevice] = field(default_factory=dict)
+    walk_test: dict[str, Any] | None = None  # scope, started, ends in: while one runs
     counters: dict[str, int] = field(default_factory=dict)
     journal: dict[str, float] = field(default_factory=dict)  # used/disk bytes, fill %
     callout_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, last
     _listeners: list[Callable[[StatusModel], None]] = field(default_factory=list, repr=False)
+    _heard: list[HeardListener] = field(default_factory=list, repr=False)
 
     def subscribe(self, listener: Callable[[StatusModel], None]) -> None:
         self._listeners.append(listener)
@@ -73,6 +81,11 @@ class StatusModel:
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
+    def on_device_heard(self, listener: HeardListener) -> None:
+        """Called with (device id, availability it reported or None, checkin) after every
+        :meth:`device_seen`: the seam device supervision listens on."""
+        self._heard.append(listener)
+
     def device_seen(
         self,
         device_id: str,
@@ -80,9 +93,14 @@ class StatusModel:
         battery_pct: int | None = None,
         tamper: bool | None = None,
         low: bool | None = None,
+        checkin: bool = True,
         **more: object,
     ) -> DeviceHealth:
-        """A device was heard: keep what it said; what it did not say stays as it was."""
+        """A device was heard: keep what it said; what it did not say stays as it was.
+
+        ``checkin`` False: what was said is old (an MQTT message the broker retained), so
+        it does not show the device is alive now; supervision does not count it.
+        """
         health = self.devices_seen.get(device_id)
         if health is None:
             health = self.devices_seen[device_id] = DeviceHealth(time.time())
@@ -96,7 +114,18 @@ class StatusModel:
         for name, value in more.items():
             if value is not None:
                 setattr(health, name, value)
+        available = more.get("available")
+        for listener in self._heard:
+            listener(device_id, available if isinstance(available, bool) else None, checkin)
         return health
+
+    def device_supervision(self, device_id: str, silent: bool, reason: str | None) -> None:
+        """Supervision's verdict on a configured device, heard since the start or not."""
+        health = self.devices_seen.get(device_id)
+        if health is None:
+            health = self.devices_seen[device_id] = DeviceHealth()
+        health.silent = silent
+        health.silent_reason = reason if silent else None
 
     # Bounded: a neighbour's weather station must not grow the status without end.
     MAX_UNKNOWN = 200
@@ -139,11 +168,19 @@ class StatusModel:
         ]
         if self.failed_incidents:
             parts.append(f"{len(self.failed_incidents)} UNDELIVERABLE")
-        lost = [name for name, h in self.inputs.items() if h.state in ("lost", "disconnected")]
-        if lost:
-            parts.append("receiver lost: " + ", ".join(sorted(lost)))
+        silent = sum(1 for h in self.devices_seen.values() if h.silent)
+        if silent:
+            parts.append(f"{silent} device{'' if silent == 1 else 's'} silent")
+        tampered = sum(1 for h in self.devices_seen.values() if h.tamper)
+        if tampered:
+            parts.append(f"{tampered} tampered")
+        low = sum(1 for h in self.devices_seen.values() if h.battery_low)
+        if low:
+            parts.append(f"{low} battery low")
         for name, h in sorted(self.inputs.items()):
-            if h.state not in ("ok", "starting", "lost", "disconnected"):
+            if h.state in ("lost", "disconnected"):
+                parts.append(f"{name} lost")  # the receiver, the broker, gpsd: by its name
+            elif h.state not in ("ok", "starting"):
                 parts.append(f"{name} {h.state.replace('_', ' ')}")
         return ", ".join(parts)
 
@@ -160,6 +197,7 @@ class StatusModel:
             "inputs": {name: asdict(h) for name, h in self.inputs.items()},
             "devices_seen": {dev: asdict(h) for dev, h in self.devices_seen.items()},
             "unknown_devices": {dev: asdict(u) for dev, u in self.unknown_devices.items()},
+            "walk_test": self.walk_test,
             "counters": dict(self.counters),
             "journal": dict(self.journal),
         }

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.aura.client import AuraClient, Callout
 from gateway.backoff import Backoff
+from gateway.clock import CLOCK, untrusted_why
 from gateway.config.models import AuraSettings, CancelSettings, EventDevice
 from gateway.engine import Engine
 from gateway.errors import (
@@ -356,21 +357,15 @@ class Uplink:
 
     async def _late_note(self, incident: Incident) -> None:
         """Invariant 5: a late alarm still counts, and the control room learns why it is late."""
-        if incident.press_boot_id == BOOT_ID:
-            delay_s = (self._clock_ns() - incident.press_mono_ns) / 1e9
-            if delay_s < self.late_alarm_after_s:
-                return
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(incident.press_wall))
-            text = (
-                f"Panic button pressed at {when}, delivered {delay_s:.0f} s late: "
-                "the gateway's uplink was down."
-            )
-        else:
-            text = (
-                "Panic button pressed before the gateway restarted (power cut or crash); "
-                "delivered late. Press time per the gateway's clock: "
-                + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(incident.press_wall))
-            )
+        text = late_note_text(
+            incident,
+            now_mono_ns=self._clock_ns(),
+            now_wall=time.time(),
+            trusted=CLOCK.trusted(),
+            late_after_s=self.late_alarm_after_s,
+        )
+        if text is None:
+            return
         await self.journal.call(lambda j: j.enqueue(incident.id, "note", {"text": text}))
         self.wake.set()
         logger.warning("event=late_alarm incident=%s note=%r", incident.id, text)
@@ -422,6 +417,43 @@ class Uplink:
             await self._tell(incident.device_id, "delivery_failing")
             if self._fallback is not None:
                 await self._fallback(incident, str(exc))
+
+
+def late_note_text(
+    incident: Incident,
+    *,
+    now_mono_ns: int,
+    now_wall: float,
+    trusted: bool,
+    late_after_s: float,
+    boot_id: str = BOOT_ID,
+) -> str | None:
+    """The control room's note for a raise this late, or None when it is not late.
+
+    The press time is said only when it is known: in this boot from the monotonic delay and
+    a trusted clock now (never the stamp taken before the clock was set); from an earlier
+    boot only if the clock was trusted at the press. Otherwise the time is said to be
+    unknown, with the delay where the monotonic clock still measures it.
+    """
+    if incident.press_boot_id == boot_id:
+        delay_s = (now_mono_ns - incident.press_mono_ns) / 1e9
+        if delay_s < late_after_s:
+            return None
+        if trusted:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now_wall - delay_s))
+            return (
+                f"Panic button pressed at {when}, delivered {delay_s:.0f} s late: "
+                "the gateway's uplink was down."
+            )
+        return (
+            f"Panic button pressed at an unknown time ({untrusted_why(now_wall)}), "
+            f"{delay_s:.0f} s before delivery; delivered late: the gateway's uplink was down."
+        )
+    text = "Panic button pressed before the gateway restarted (power cut or crash); delivered late."
+    if incident.press_wall_trusted:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(incident.press_wall))
+        return f"{text} Press time per the gateway's clock: {when}"
+    return f"{text} Press time unknown: {untrusted_why(incident.press_wall)} at the press."
 
 
 async def _not_a_rejection(step: Awaitable[None], what: str) -> None:

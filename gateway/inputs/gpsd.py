@@ -23,9 +23,11 @@ import json
 import logging
 import math
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.backoff import Backoff
+from gateway.clock import CLOCK
 from gateway.config import Config
 from gateway.config.models import GpsdInputConfig
 from gateway.router import Router
@@ -231,11 +233,15 @@ class GpsdInput:
         cfg = self.config
         self._last_tpv = time.monotonic()
         # gpsd's "time" is not used for freshness: the engine ages fixes by the monotonic
-        # time we received them. Only counted, for a technician wondering about the clock.
+        # time we received them. It tells the clock tracker what time it is, but only with
+        # a fix (mode >= 2): without one a receiver's time may be its own guess.
         if not isinstance(tpv.get("time"), str):
             self.counters["tpv_without_time"] += 1
         mode = tpv.get("mode")
         mode = mode if isinstance(mode, int) and not isinstance(mode, bool) else 0
+        gps_utc = _utc(tpv.get("time")) if mode >= 2 else None
+        if gps_utc is not None:
+            CLOCK.gps_time(gps_utc, self._last_tpv)
         lat, lon = _number(tpv, "lat"), _number(tpv, "lon")
         error = horizontal_error_m(tpv)
         if mode < cfg.min_mode:
@@ -318,6 +324,19 @@ class GpsdInput:
                 health.last_frame_age_s,
             )
             self.status.changed()
+
+
+def _utc(value: Any) -> float | None:
+    """gpsd's ISO 8601 UTC time (``2026-05-04T10:11:12.000Z``) as a Unix time, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

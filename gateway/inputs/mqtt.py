@@ -217,6 +217,9 @@ class MqttInput:
             linkquality=reading.linkquality,
             available=reading.available,
             spoofable=reading.spoofable,
+            # Any fresh message (an rtl_433 heartbeat too) is a check-in for supervision;
+            # a retained one is old news. Availability counts either way (device_watch.py).
+            checkin=not retained,
         )
         if reading.fix is not None and not retained:
             lat, lon, acc = reading.fix

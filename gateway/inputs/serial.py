@@ -25,7 +25,7 @@ from firmware_bridge.frames import (
     Press,
 )
 from firmware_bridge.link import LinkDown, ReceiverLink
-from gateway.clock import clock_synchronised
+from gateway.clock import CLOCK
 from gateway.config import Config
 from gateway.config.models import SerialInputConfig
 from gateway.router import PressOutcome, Router
@@ -112,6 +112,7 @@ class SerialInput:
                 [signal for _, _, signal in presses], repeat_window_s=self.config.repeat_window_s
             )
             for (i, _, signal), outcome in zip(presses, outcomes, strict=True):
+                self._press_heard(signal, outcome)
                 verdicts[i] = await self._press_verdict(signal, outcome)
         for i, frame in enumerate(batch):
             if not isinstance(frame, Press):
@@ -139,7 +140,7 @@ class SerialInput:
             self.session = frame.session
             # A receiver that (re)announces itself gets the time, and whether to trust it.
             with contextlib.suppress(LinkDown):
-                await self.link.send_time(int(time.time() * 1000), clock_synchronised())
+                await self.link.send_time(int(time.time() * 1000), CLOCK.trusted())
             return True
         return True  # receiver status and anything newer: heard, nothing to store
 
@@ -195,6 +196,20 @@ class SerialInput:
             await self.indicate(signal.device_id, "help_called")
         return True
 
+    def _press_heard(self, signal: PressSignal, outcome: PressOutcome | None) -> None:
+        """A registered button that pressed has spoken: its last seen, and a check-in for
+        supervision. A replay (a recording played back) is not the button speaking."""
+        if self.gateway.device(signal.device_id) is None:
+            return  # counted as unknown in _press_signal
+        if outcome is not None and outcome.verdict == "replay":
+            return
+        self.status.device_seen(
+            signal.device_id,
+            battery_pct=signal.battery_pct,
+            source=signal.source,
+            rssi_dbm=signal.rssi_dbm,
+        )
+
     def _reject(self, device_id: int, counter: int, reason: str, rssi: int | None) -> NakReason:
         self.status.count("auth_failures")
         logger.warning(
@@ -225,8 +240,13 @@ class SerialInput:
             key = self.gateway.device_key(dev_id)
             if key is None or not verify_status(key, frame):
                 return self._reject(frame.device_id, frame.counter, "bad_tag", None)
+        # A heartbeat: the button's check-in for supervision (through device_seen).
         self.status.device_seen(
-            dev_id, battery_pct=frame.battery_pct, tamper=frame.tamper, low=frame.battery_low
+            dev_id,
+            battery_pct=frame.battery_pct,
+            tamper=frame.tamper,
+            low=frame.battery_low,
+            source=f"serial:{self.name}",
         )
         if frame.tamper or frame.battery_low:
             logger.warning(

@@ -175,6 +175,8 @@ def test_zigbee_emergency_raises_one_callout_and_its_retained_copy_never_another
     # Published retained (as a misconfigured bridge would): live now, retained later.
     button.publish(f"zigbee2mqtt/{Z2M_BUTTON}", PRESS, retain=True)
     assert raised(gateway.sandbox, SHOP_SITE)
+    # Stored as raised before the callout ends: else the restart would send it again.
+    gateway.wait_status(lambda s: len(s["open_callouts"]) == 1, 10)
     callout = site_creates(gateway.sandbox.requests(), SHOP_SITE)[0].callout_id
     assert callout is not None
     # The emergency is over; a phantom would now raise a second callout.
@@ -247,9 +249,13 @@ def test_unknown_device_is_counted_and_shown_never_raised(
     stranger.close()
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.fixture
-def secured_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Certs]]:
-    certs = make_certs(tmp_path / "certs")
+def secured_broker(tmp_path: Path, certs: Certs) -> Iterator[tuple[Mosquitto, Certs]]:
     server = Mosquitto(tmp_path / "secured", password=True, certs=certs).start()
     yield server, certs
     server.stop()

@@ -46,7 +46,9 @@ def config(tmp_path: Path) -> Config:
     return load_config(tmp_path / "gateway.toml")
 
 
-def press(device: str, gesture: str = "single", counter: int = 1, at: int = 0) -> Press:
+def press(device: str, gesture: str = "single", counter: int = 1, at: int | None = None) -> Press:
+    # One press a second unless told otherwise: presses closer than the debounce are one.
+    at = counter * SECOND if at is None else at
     return Press(
         source="test",
         device_id=device,
