@@ -86,6 +86,17 @@ class DeviceWatch:
         self._wake.set()
         self.status.changed()
 
+    def reload(self, config: Config | DevicesFile) -> None:
+        """A new device registry: removed devices leave supervision (and their silence the
+        status), new ones are timed from now."""
+        for transition in self.supervisor.reload(config):
+            self._apply(transition)
+        for device_id, health in self.status.devices_seen.items():
+            if health.silent and not self.supervisor.is_silent(device_id):
+                self.status.device_supervision(device_id, False, None)
+        self._wake.set()  # a new device or interval may bring the next deadline closer
+        self.status.changed()
+
     async def run(self) -> None:
         """Until cancelled: turn overdue check-ins into silences, write transitions."""
         while True:

@@ -28,7 +28,7 @@ from gateway.config.models import (
     SiteDevice,
 )
 from gateway.gestures import EMPTY, Track
-from gateway.journal import NewIncident, Resolution
+from gateway.journal import NewIncident, Resolution, held_key
 from gateway.signals import BOOT_ID, GATEWAY_FIX, Fix, Press
 
 NS = 1_000_000_000
@@ -215,7 +215,7 @@ class Engine:
         dtype = self.config.device_type(device)
         before = self._s.tracks.get(device.id, EMPTY)
         result, after = gestures.recognise(
-            before, dtype, key=press.dedup_key, reported=press.gesture, held_s=press.held_s,
+            before, dtype, key=held_key(press), reported=press.gesture, held_s=press.held_s,
             now_ns=now, counted=press.counter is not None,
         )  # fmt: skip
         track = (device.id, before, after)
@@ -224,7 +224,7 @@ class Engine:
             return Ignore(result.reason, resolves=merged, track=track)
         if isinstance(result, gestures.Wait):
             return Hold(
-                press.dedup_key,
+                held_key(press),
                 device.id,
                 incident_key(device),
                 "pattern",
@@ -233,7 +233,7 @@ class Engine:
                 "second one (double press)",
                 track=track,
             )
-        decision = self._decide_gesture(device, dtype, result.gesture, press, now)
+        decision = self._decide_gesture(device, dtype, result.gesture, press, now, result.merged)
         if result.merged is not None:
             first = Resolution(
                 result.merged,
@@ -254,21 +254,50 @@ class Engine:
         return self._decide_gesture(device, dtype, press.gesture, press, None)
 
     def _decide_gesture(
-        self, device: Device, dtype: DeviceType, gesture: Gesture, press: Press, now: int | None
+        self,
+        device: Device,
+        dtype: DeviceType,
+        gesture: Gesture,
+        press: Press,
+        now: int | None,
+        merged: str | None = None,
     ) -> Decision:
         key = incident_key(device)
         open_id = self._s.open.get(key)
         held_raise = self._s.pending_raise.get(key)
         if gesture in dtype.cancel_gestures:
+            # Presses of this customer still waiting to see if they are a double would
+            # raise after the cancel: they go with it (not the first half of this press).
+            own = held_key(press)
+            waiting = [
+                k
+                for k, h in self._s.held.items()
+                if h.hold == "pattern"
+                and h.incident_key == key
+                and k not in (own, merged)
+                # Only presses made before this one: a later one is a new emergency.
+                and h.press.stamp.mono_ns <= press.stamp.mono_ns
+            ]
+            why_waiting = f"{gesture} press from {device.id} withdraws the press it follows"
+            withdrawn = tuple(Resolution(k, "withdrawn", why_waiting) for k in waiting)
             if held_raise is not None:
                 why = (
                     f"{gesture} press from {device.id} within the abort window: the alarm is "
                     "withdrawn, nothing was sent"
                 )
-                return Withdraw(why, resolves=(Resolution(held_raise, "withdrawn", why),))
-            if open_id is None:
-                return Ignore(f"cancel gesture {gesture} with no open incident for {key}")
-            return Cancel(open_id, key, f"{gesture} press from {device.id} cancels {open_id}")
+                return Withdraw(
+                    why, resolves=(Resolution(held_raise, "withdrawn", why), *withdrawn)
+                )
+            if open_id is not None:
+                return Cancel(
+                    open_id,
+                    key,
+                    f"{gesture} press from {device.id} cancels {open_id}",
+                    resolves=withdrawn,
+                )
+            if withdrawn:
+                return Withdraw(why_waiting, resolves=withdrawn)
+            return Ignore(f"cancel gesture {gesture} with no open incident for {key}")
         if gesture not in dtype.raise_gestures:
             return Ignore(
                 f"gesture {gesture} does not raise for type {device.type}"
@@ -290,7 +319,7 @@ class Engine:
         new = self._new_incident(device)
         if now is not None and dtype.abort_window_s > 0:
             return Hold(
-                press.dedup_key,
+                held_key(press),
                 device.id,
                 key,
                 "abort",
@@ -339,6 +368,12 @@ class Engine:
         held = s.held.pop(resolution.key, None)
         if held is not None and s.pending_raise.get(held.incident_key) == resolution.key:
             del s.pending_raise[held.incident_key]
+        if held is not None and held.hold == "pattern":
+            track = s.tracks.get(held.press.device_id)
+            if track is not None and track.pending_key == resolution.key:
+                s.tracks[held.press.device_id] = replace(
+                    track, pending_key=None, pending_until_ns=0
+                )
         if resolution.new_incident is not None:
             s.open[resolution.new_incident.key] = resolution.new_incident.id
 
@@ -377,7 +412,7 @@ class Engine:
             key=lambda h: (h.until_ns, h.press.stamp.mono_ns),
         )
         for held in due:
-            key = held.press.dedup_key
+            key = held_key(held.press)
             if key not in self._s.held:
                 continue  # resolved by an earlier one in this round
             device = self.config.device(held.press.device_id)
@@ -395,7 +430,7 @@ class Engine:
         return out
 
     def _release(self, held: Held, device: Device) -> list[Resolution]:
-        key = held.press.dedup_key
+        key = held_key(held.press)
         open_id = self._s.open.get(held.incident_key)
         if open_id is not None:  # another button of the same customer raised meanwhile
             why = f"abort window ended; {held.incident_key} already has open incident {open_id}"
@@ -431,23 +466,23 @@ class Engine:
         for press, decision in presses:
             device = self.config.device(press.device_id)
             if device is None:
-                self._s.held[press.dedup_key] = Held(press, "", "pattern", 0, None)
+                self._s.held[held_key(press)] = Held(press, "", "pattern", 0, None)
                 continue
             dtype = self.config.device_type(device)
             same_boot = press.stamp.boot_id == BOOT_ID
             if decision == "held_abort":
                 until = press.stamp.mono_ns + int(dtype.abort_window_s * NS) if same_boot else 0
                 held = Held(press, incident_key(device), "abort", until, self._new_incident(device))
-                self._s.pending_raise[held.incident_key] = press.dedup_key
+                self._s.pending_raise[held.incident_key] = held_key(press)
             else:
                 until = press.stamp.mono_ns + int(dtype.double_window_s * NS) if same_boot else 0
                 held = Held(press, incident_key(device), "pattern", until, None)
                 self._s.tracks[device.id] = Track(
                     last_ns=press.stamp.mono_ns if same_boot else None,
-                    pending_key=press.dedup_key,
+                    pending_key=held_key(press),
                     pending_until_ns=until,
                 )
-            self._s.held[press.dedup_key] = held
+            self._s.held[held_key(press)] = held
 
     # ------------------------------------------------------------------ walk test
 

@@ -72,9 +72,10 @@ def uses_double(dtype: DeviceType) -> bool:
 
 def classify_hold(held_s: float, dtype: DeviceType) -> Gesture:
     """A press whose source measured how long it was held."""
-    if held_s >= 3 * dtype.long_press_s:
+    # A nanosecond of slack: 3 x 0.8 is 2.4000000000000004 in floating point.
+    if held_s >= 3 * dtype.long_press_s - 1e-9:
         return "hold"
-    if held_s >= dtype.long_press_s:
+    if held_s >= dtype.long_press_s - 1e-9:
         return "long"
     return "single"
 

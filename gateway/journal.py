@@ -213,10 +213,10 @@ class Resolution:
     """A held press decided later: by a second press, a cancel, or its window ending.
 
     ``decision`` is what the held press finally was: raise, attach, cancel, ignore,
-    withdrawn, double (the first press of a double), or held_abort (a single press that
-    now waits out its abort window)."""
+    withdraw (it was a cancel that withdrew another), withdrawn, double (the first press
+    of a double), or held_abort (a single press that now waits out its abort window)."""
 
-    key: str  # the held press's dedup key
+    key: str  # the held press, as ``held_key`` names it
     decision: str
     reason: str
     incident_id: str | None = None
@@ -428,12 +428,27 @@ def _load_press(db: sqlite3.Connection, press_id: int) -> Press:
     )
 
 
+def _pressed_again(press: Press) -> str:
+    if press.stamp.wall_trusted:
+        when = time.strftime("at %H:%M:%S UTC", time.gmtime(press.stamp.wall))
+    else:  # never a 1970 time to the control room
+        when = f"(time unknown: {untrusted_why(press.stamp.wall)})"
+    return f"Panic button {press.device_id} pressed again {when}."
+
+
+def held_key(press: Press) -> str:
+    """Names one held press. Not its dedup key alone: a button without a counter sends the
+    same key on every press, and two of its presses may be held at once."""
+    return f"{press.dedup_key}|{press.stamp.boot_id}|{press.stamp.mono_ns}"
+
+
 def _resolve(db: sqlite3.Connection, resolution: Resolution, claim: bool) -> Attempt | None:
     """A held press decided: its row says what it finally was (and the incident it opened)."""
+    dedup_key, boot_id, mono_ns = resolution.key.rsplit("|", 2)
     row = db.execute(
-        "SELECT id FROM presses WHERE dedup_key = ? AND decision IN ('held_pattern', 'held_abort')"
-        " ORDER BY id DESC LIMIT 1",
-        (resolution.key,),
+        "SELECT id FROM presses WHERE dedup_key = ? AND boot_id = ? AND mono_ns = ?"
+        " AND decision IN ('held_pattern', 'held_abort') ORDER BY id DESC LIMIT 1",
+        (dedup_key, boot_id, int(mono_ns)),
     ).fetchone()
     if row is None:
         return None  # decided already (a resolution replayed after a restart)
@@ -446,8 +461,7 @@ def _resolve(db: sqlite3.Connection, resolution: Resolution, claim: bool) -> Att
     if resolution.decision == "cancel" and inc_id is not None:
         _cancel(db, inc_id, None)
     if resolution.decision == "attach" and inc_id is not None:
-        when = time.strftime("%H:%M:%S UTC", time.gmtime(press.stamp.wall))
-        _note(db, inc_id, f"Panic button {press.device_id} pressed again at {when}.")
+        _note(db, inc_id, _pressed_again(press))
     db.execute(
         "UPDATE presses SET decision = ?, reason = ?, incident_id = ? WHERE id = ?",
         (resolution.decision, resolution.reason, inc_id, row[0]),
@@ -468,11 +482,7 @@ def _insert(db: sqlite3.Connection, write: PressWrite, claim: bool) -> Stored:
     if write.decision == "cancel" and inc_id is not None:
         _cancel(db, inc_id, None)
     if write.decision == "attach" and inc_id is not None:
-        if press.stamp.wall_trusted:
-            when = time.strftime("at %H:%M:%S UTC", time.gmtime(press.stamp.wall))
-        else:  # never a 1970 time to the control room
-            when = f"(time unknown: {untrusted_why(press.stamp.wall)})"
-        _note(db, inc_id, f"Panic button {press.device_id} pressed again {when}.")
+        _note(db, inc_id, _pressed_again(press))
     db.execute(
         "INSERT INTO presses (dedup_key, source, device_id, gesture, counter,"
         " battery_pct, rssi_dbm, mono_ns, boot_id, wall, decision, reason, incident_id,"
@@ -584,6 +594,19 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def probe(self) -> None:
+        """The watchdog's question (gateway/health.py): does this thread answer, and can it
+        take the write lock and read? ``BEGIN IMMEDIATE``, one read, ``ROLLBACK``: nothing
+        is written, so asking every few seconds costs the SD card nothing. Blocks at most
+        SQLite's busy timeout (5 s) when another connection holds the lock."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal probe failed: {exc}") from exc
+        finally:
+            self._rollback()
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:

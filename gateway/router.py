@@ -140,7 +140,8 @@ class Router:
                     self._uplink.offer(None)  # in case its raise is still waiting
                 return PressOutcome(stored.verdict, None, stored.incident_id)
             self.engine.apply(decision, press)
-        self._held_changed()
+        if isinstance(decision, Hold) or decision.resolves:
+            self._held_changed()
         return self._stored([(press, decision, stored)])[0]
 
     async def on_presses(
@@ -196,7 +197,8 @@ class Router:
             except JournalError as exc:
                 self.engine.restore(before)  # take back the provisional decisions
                 return self._refused(presses, exc)
-        self._held_changed()
+        if any(isinstance(d, Hold) or d.resolves for _, _, d in decided):
+            self._held_changed()
         results = self._stored([(p, d, st) for (_, p, d), st in zip(decided, stored, strict=True)])
         for (i, _, _), outcome in zip(decided, results, strict=True):
             outcomes[i] = outcome
@@ -241,8 +243,12 @@ class Router:
                 self.engine.restore(before)
                 self.status.count("journal_errors")
                 logger.error("event=journal_error held=%d error=%s", len(resolutions), exc)
-                await asyncio.sleep(1.0)  # the held presses stay held; tried again
-                return
+                failed = True
+            else:
+                failed = False
+        if failed:
+            await asyncio.sleep(1.0)  # the held presses stay held; tried again (lock released)
+            return
         sent = 0
         for r in resolutions:
             log = logger.warning if r.decision in ("raise", "withdrawn", "cancel") else logger.info

@@ -169,7 +169,9 @@ class MqttInput:
                     reading.detail,
                 )
         else:
-            await self._device_state(reading, message.retain)
+            # A signing button speaks only over its receiver: an MQTT message in its
+            # name must not keep it looking alive.
+            await self._device_state(reading, message.retain, trusted=device.auth != "hmac")
         if reading.gesture is None:
             return None
         if message.retain:
@@ -203,7 +205,7 @@ class MqttInput:
             frame_key=reading.frame_key,
         )
 
-    async def _device_state(self, reading: Reading, retained: bool) -> None:
+    async def _device_state(self, reading: Reading, retained: bool, trusted: bool) -> None:
         before = self.status.devices_seen.get(reading.device_id)
         was_tamper = before.tamper if before else False
         was_low = before.battery_low if before else False
@@ -219,7 +221,7 @@ class MqttInput:
             spoofable=reading.spoofable,
             # Any fresh message (an rtl_433 heartbeat too) is a check-in for supervision;
             # a retained one is old news. Availability counts either way (device_watch.py).
-            checkin=not retained,
+            checkin=not retained and trusted,
         )
         if reading.fix is not None and not retained:
             lat, lon, acc = reading.fix

@@ -7,15 +7,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tomli_w
 
 from firmware_bridge.sim import SimulatedReceiver
 from gateway.demo import SIM_DEVICE_KEYS
+from gateway.sandbox import AuraSandbox
+from tests.mosquitto_service import Mosquitto
 
 from .conftest import DaemonRunner
+from .test_mqtt_input import DEVICES as MQTT_DEVICES
+from .test_mqtt_input import RTL_BUTTON, Z2M_BUTTON, Gateway
 
 DESK = 0x00A1B2C4
 DESK_ID = "00a1b2c4"
@@ -135,3 +141,66 @@ def test_silence_survives_a_power_cut_until_the_button_speaks(
     assert "device silent" not in status["summary"]
     assert cli_rows(config_path)[DESK_ID]["silent"] is False
     assert restarted.stop() == 0
+
+
+def z2m(status: dict[str, Any]) -> dict[str, Any]:
+    return status.get("devices_seen", {}).get(Z2M_BUTTON) or {}
+
+
+@pytest.fixture
+def mqtt_gateway(tmp_path: Path) -> Iterator[tuple[Gateway, Mosquitto]]:
+    """The daemon on a real mosquitto, as in test_mqtt_input (no radio receiver)."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        with AuraSandbox() as sandbox:
+            gw = Gateway(tmp_path, sandbox, broker)
+            try:
+                yield gw, broker
+            finally:
+                for daemon in gw.processes:
+                    daemon.stop()
+    finally:
+        broker.stop()
+
+
+def test_mqtt_heartbeats_and_availability_drive_supervision(
+    mqtt_gateway: tuple[Gateway, Mosquitto],
+) -> None:
+    """An rtl_433 heartbeat is a check-in; zigbee2mqtt availability offline is silent at
+    once (its type is not even supervised by time) and online recovers it."""
+    gateway, broker = mqtt_gateway
+    gateway.configure()
+    devices = dict(MQTT_DEVICES)
+    devices["device_types"] = {
+        "zigbee-sos": MQTT_DEVICES["device_types"]["zigbee-sos"],
+        "honeywell-pendant": {
+            **MQTT_DEVICES["device_types"]["honeywell-pendant"],
+            "press_when": {"alarm": 1},  # a heartbeat is never a press anyway
+            "checkin_interval_s": 0.5,
+            "missed_checkins": 2,
+        },
+    }
+    (gateway.workdir / "devices.toml").write_text(tomli_w.dumps(devices))
+    daemon = gateway.start()
+    silent = daemon.wait_event("device_silent", 5)
+    assert silent["device"] == RTL_BUTTON
+    radio = broker.client("rtl433")
+    heartbeat = {"model": "Honeywell-Security", "id": 73942, "channel": 10, "event": 4}
+    radio.publish("rtl_433/pi/events", json.dumps({**heartbeat, "heartbeat": 1, "alarm": 0}))
+    assert daemon.wait_event("device_recovered", 5)["device"] == RTL_BUTTON
+
+    bridge = broker.client("z2m-bridge")
+    bridge.publish(f"zigbee2mqtt/{Z2M_BUTTON}/availability", '{"state":"offline"}', retain=True)
+    offline = daemon.wait_event("device_silent", 5)
+    while offline["device"] != Z2M_BUTTON:  # the rtl button may go silent again meanwhile
+        offline = daemon.wait_event("device_silent", 5)
+    assert "unavailable" in offline["reason"]
+    status = gateway.wait_status(lambda s: z2m(s).get("silent") is True, 5)
+    assert z2m(status)["available"] is False
+    bridge.publish(f"zigbee2mqtt/{Z2M_BUTTON}/availability", '{"state":"online"}', retain=True)
+    recovered = daemon.wait_event("device_recovered", 5)
+    while recovered["device"] != Z2M_BUTTON:
+        recovered = daemon.wait_event("device_recovered", 5)
+    gateway.wait_status(lambda s: z2m(s).get("silent") is False, 5)
+    radio.close()
+    bridge.close()

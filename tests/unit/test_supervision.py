@@ -357,3 +357,14 @@ def test_fleet_status_lists_silent_devices_by_id_only() -> None:
     assert payload["devices_silent"] == ["00a1b2c4", "sos_button_2"]
     assert "no check-in" not in str(payload)  # the reason stays on the gateway
     assert payload["summary"].endswith("1 device silent, 1 tampered, 1 battery low")
+
+
+async def test_device_watch_reload_clears_a_removed_device(tmp_path: Path) -> None:
+    journal = await AsyncJournal(tmp_path / "j.sqlite").open()
+    status = StatusModel(devices=3)
+    watch = DeviceWatch(REGISTRY, journal, status, {"b": "r"}, clock_ns=Clock())
+    assert status.devices_seen["b"].silent
+    watch.reload(registry(site("a", "beacon"), site("c", "plain")))
+    assert not status.devices_seen["b"].silent
+    assert "silent" not in status.summary()
+    await journal.close()
