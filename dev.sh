@@ -5,13 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(mosquitto mosquitto-clients socat gpsd faketime python3-venv)
+# systemd: systemd-analyze and systemd-tmpfiles, which tests/systemd runs on the unit (a
+# minimal image may lack it; installing it needs no running systemd).
+APT_PACKAGES=(mosquitto mosquitto-clients socat gpsd faketime python3-venv systemd openssl)
 VENV=.venv
 
 need_apt() {
     command -v mosquitto >/dev/null && command -v socat >/dev/null \
         && { command -v gpsd >/dev/null || [ -x /usr/sbin/gpsd ]; } \
-        && compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null && return 1
+        && compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null \
+        && command -v systemd-analyze >/dev/null && command -v openssl >/dev/null && return 1
     return 0
 }
 

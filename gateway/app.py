@@ -15,20 +15,26 @@ from gateway.aura.client import AuraClient
 from gateway.clock import CLOCK
 from gateway.config import Config
 from gateway.control import ControlServer
+from gateway.daemon_status import status_commands
 from gateway.device_watch import DeviceWatch
 from gateway.engine import Engine
 from gateway.errors import GatewayError, JournalError
 from gateway.fallback import Fallback
 from gateway.follower import Follower
+from gateway.health import HEALTH, keep_watchdog
 from gateway.inputs import input_class
 from gateway.journal import ACTIVE_STATES, OPEN, AsyncJournal
+from gateway.leds import LedDriver
 from gateway.mqtt_status import StatusPublisher
+from gateway.observe import observe
+from gateway.reload import Reloader
 from gateway.router import Router
 from gateway.signals import BOOT_ID
 from gateway.status import StatusModel
 from gateway.statusfile import write_status
 from gateway.technician import technician_commands
 from gateway.uplink import Uplink
+from gateway.waits import wait_event
 from gateway.walk_test import WalkTests
 
 logger = logging.getLogger(__name__)
@@ -107,6 +113,8 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
     # Listening before any input runs: a check-in is never missed, a silence survives.
     silent = await journal.call(lambda j: j.silent_devices())
     device_watch = DeviceWatch(config, journal, status, silent)
+    # backend "none": no LED task and no status listener at all.
+    leds = LedDriver(config.gateway.leds, status) if config.gateway.leds.backend != "none" else None
     try:
         inputs += [
             input_class(cfg.type)(cfg, router, status, config) for cfg in config.gateway.inputs
@@ -116,22 +124,41 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
         await client.aclose()
         return 1
 
+    # SIGHUP (systemctl reload): a new device registry, swapped everywhere at once.
+    reloader = Reloader(
+        config, engine=engine, inputs=inputs, device_watch=device_watch, status=status
+    )
+    HEALTH.limits["uplink"] = HEALTH.limits["follower"] = _aura_step_limit(config)
+    # The audit trail (its own writer thread) and the metrics, listening from here on.
+    observers = observe(config, status, journal, client, uplink, router)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(i.run(), name=f"input:{i.name}") for i in inputs]
             tasks.append(tg.create_task(uplink.run_alarms(), name="uplink-alarms"))
             tasks.append(tg.create_task(follower.run(), name="follower"))
             tasks.append(tg.create_task(router.run_held(), name="held-presses"))
+            for task in tasks:  # the critical ones: the watchdog pings only while they run
+                HEALTH.watch(task)
+            tasks.append(tg.create_task(reloader.run(), name="reload"))
+            watchdog_interval = sdnotify.watchdog_interval_s()
+            if watchdog_interval is not None:
+                tasks.append(
+                    tg.create_task(keep_watchdog(journal, watchdog_interval), name="watchdog")
+                )
             tasks.append(tg.create_task(walk_tests.run(), name="walk-test"))
             tasks.append(tg.create_task(device_watch.run(), name="device-watch"))
+            if leds is not None:
+                tasks.append(tg.create_task(leds.run(), name="leds"))
             control = ControlServer(
                 config.control_path,
                 technician_commands(journal, engine, uplink, client, status)
-                | walk_tests.handlers(),
+                | walk_tests.handlers()
+                | status_commands(lambda: engine.config, status, uplink),
             )
             tasks.append(tg.create_task(control.serve(), name="control"))
             tasks.append(
@@ -149,11 +176,15 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
                 )
             )
             tasks.append(tg.create_task(_correct_press_times(journal), name="clock-trust"))
+            if observers.metrics is not None:
+                tasks.append(tg.create_task(observers.run_metrics(), name="metrics"))
             if config.gateway.status_mqtt is not None:
                 publisher = StatusPublisher(config.gateway.status_mqtt, status, config)
                 tasks.append(tg.create_task(publisher.run(), name="status-mqtt"))
             await _inputs_opened(inputs, INPUT_OPEN_WAIT_S)
             sdnotify.notify("READY=1\nSTATUS=" + status.summary())
+            if leds is not None:
+                leds.ready()
             logger.info(
                 "event=ready gateway=%s devices=%d open_incidents=%d queued=%d journal=%s",
                 config.gateway.gateway.name,
@@ -168,9 +199,11 @@ async def _run(config: Config, journal: AsyncJournal, status: StatusModel) -> in
             for task in tasks:
                 task.cancel()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        HEALTH.reset()
         await client.aclose()
+        await observers.close()
     return 0
 
 
@@ -229,9 +262,17 @@ async def _correct_press_times(journal: AsyncJournal) -> None:
                             state.source,
                         )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), CLOCK_CHECK_S)
+                await wait_event(changed, CLOCK_CHECK_S)
     finally:
         unsubscribe()
+
+
+def _aura_step_limit(config: Config) -> float:
+    """How long one alarm delivery or one follower poll may take before it counts as stuck
+    (gateway/health.py): a few whole AURA requests (token, the request, a 401 retry, the
+    active-callouts check), each bounded by the configured timeouts, and a margin."""
+    t = config.gateway.aura.timeouts
+    return 5 * (t.connect + t.write + t.read + t.pool) + 30.0
 
 
 def _report_period(config: Config) -> float:
@@ -241,9 +282,10 @@ def _report_period(config: Config) -> float:
 
 
 async def _report(status: StatusModel, inputs: list[Any], path: Path, period: float) -> None:
-    """Refresh input health, keep the status file current, tell systemd in plain words."""
+    """Refresh input health, keep the status file current, tell systemd in plain words.
+    (The watchdog's WATCHDOG=1 is not sent here: gateway/health.py decides it.)"""
     last = ""
-    interval = min(period, sdnotify.watchdog_interval_s() or period)
+    interval = period
     # A change is written at once (at most five times a second), not at the next period:
     # a technician running `aura-gateway status` after a press sees it.
     changed = asyncio.Event()
@@ -260,7 +302,6 @@ async def _report(status: StatusModel, inputs: list[Any], path: Path, period: fl
             write_status(path, status)
         except OSError as exc:
             logger.error("event=status_write_failed path=%s error=%s", path, exc)
-        sdnotify.notify("WATCHDOG=1")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), interval)
+            await wait_event(changed, interval)
         await asyncio.sleep(0.2)

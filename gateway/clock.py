@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,23 @@ GPS_AGREE_S = 2.0  # a GPS time further from the wall clock than this: the clock
 GPS_FRESH_S = 180.0  # a GPS time older than this (monotonic) no longer vouches for anything
 KERNEL_CACHE_S = 1.0  # adjtimex is asked at most this often (Stamp.now() runs per signal)
 
+# systemd-timesyncd creates this file once it has synchronised the clock (and removes it
+# at start), see systemd-timesyncd.service(8).
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+
 _libc: ctypes.CDLL | None = None
 
 
 def clock_synchronised() -> bool:
-    """True when the kernel reports a synchronised clock; False when unknown."""
+    """True when the kernel reports a synchronised clock; False when unknown.
+
+    The unit runs with ``ProtectClock=yes``, which filters the whole ``@clock`` syscall
+    group, adjtimex(2) included even with modes = 0 (a pure read): it fails with EPERM.
+    Then the answer is the flag file systemd-timesyncd keeps (:data:`TIMESYNC_FLAG`), the
+    time service of Debian and Raspberry Pi OS. With chrony instead, which keeps no such
+    file, the clock counts as unsynchronised (GPS time may still vouch for it) unless the
+    unit gets a drop-in with ``ProtectClock=no`` (README, Running in production).
+    """
     global _libc
     try:
         if _libc is None:
@@ -51,8 +64,10 @@ def clock_synchronised() -> bool:
         buf = ctypes.create_string_buffer(_TIMEX_SIZE)  # zeroed: modes = 0, change nothing
         state = _libc.adjtimex(buf)
     except (OSError, AttributeError):
-        return False
-    return 0 <= state != TIME_ERROR
+        state = -1
+    if state < 0:  # refused (EPERM under ProtectClock=yes) or not available
+        return TIMESYNC_FLAG.exists()
+    return state != TIME_ERROR
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,17 @@
-"""A local control socket for the technician's commands that change something.
+"""A local control socket for the technician's commands.
 
-One JSON object per line each way, over a unix socket whose file mode (0660) decides who
-may cancel a callout or rate one. Reading needs no daemon: `aura-gateway status` reads the
-status file and `aura-gateway incidents` the journal.
+One JSON object per line each way, over a unix socket whose file mode (0660: root and the
+service's group) decides who may cancel a callout or rate one, and who may ask the daemon
+for its status (`status`, `queue`, `devices`: gateway/daemon_status.py). Reading needs no
+daemon: without one, `aura-gateway status` reads the status file and `aura-gateway
+incidents` and `queue` the journal.
+
+asyncio is imported where the server needs it, not here: the CLI's side (:func:`call`)
+stays quick to start (asyncio pulls in ssl, tens of milliseconds).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -15,7 +19,10 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,8 @@ class ControlServer:
         self.handlers = handlers
 
     async def serve(self) -> None:
+        import asyncio
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a socket left by a killed daemon
@@ -46,6 +55,8 @@ class ControlServer:
                 self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
             answer = await self._answer(line)

@@ -25,6 +25,7 @@ from typing import Any
 import tomli_w
 
 from firmware_bridge.sim import SimulatedReceiver
+from gateway.audit import verify as verify_audit
 from gateway.sandbox import AuraSandbox, SandboxSeed
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -155,6 +156,8 @@ def write_sim_config(
     gateway: dict[str, Any] | None = None,
     status_mqtt: dict[str, Any] | None = None,
     mqtt_passwords: dict[str, str] | None = None,
+    metrics: dict[str, Any] | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> Path:
     """The simulation config from ``config/``, pointed at this run's sandbox and pty, with
     any further inputs (MQTT, gpsd) and settings a test adds."""
@@ -171,6 +174,9 @@ def write_sim_config(
     section["status_path"] = str(workdir / "status.json")
     section["control_path"] = str(workdir / "control.sock")
     section.update(gateway or {})
+    data["audit"] = {**data.get("audit", {}), "path": str(workdir / "audit"), **(audit or {})}
+    if metrics is not None:
+        data["metrics"] = metrics
     data["aura"]["base_url"] = base_url
     data["aura"].update(aura or {})
     for entry in data["inputs"]:
@@ -219,6 +225,10 @@ def run_demo(timeout_s: float = 50.0, echo: Callable[[str], None] = print) -> in
             code = daemon.stop()
             if code != 0:
                 raise DemoFailed(f"the daemon exited with code {code} on SIGTERM")
+            trail = verify_audit(workdir / "audit")
+            if not trail.ok:
+                raise DemoFailed(f"the audit trail does not verify: {trail.error}")
+            echo(f"audit trail       {trail.records} records, hash chain verified")
             echo(f"done in {time.monotonic() - started:.1f} s: the whole story happened.")
             return 0
     except DemoFailed as exc:

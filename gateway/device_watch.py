@@ -27,6 +27,7 @@ from gateway.errors import JournalError
 from gateway.journal import AsyncJournal
 from gateway.status import StatusModel
 from gateway.supervision import Supervisor, Transition
+from gateway.waits import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class DeviceWatch:
                 # Rounded up to the millisecond: waking a hair early would only loop.
                 timeout = math.ceil(max(0, deadline - self.clock_ns()) / 1e6) / 1e3
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await wait_event(self._wake, timeout)
 
     async def _persist(self) -> None:
         while self._pending:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import Config
-from gateway.config.models import CustomerDevice, Device, SiteDevice
+if TYPE_CHECKING:  # the listing alone is printed without the config models (pydantic)
+    from gateway.config import Config
+    from gateway.config.models import Device
 
 
 def route_target(device: Device) -> str:
+    from gateway.config.models import CustomerDevice, SiteDevice
+
     if isinstance(device, CustomerDevice):
         return f"customer {device.customer_id}"
     if isinstance(device, SiteDevice):
@@ -157,7 +160,8 @@ def listing(data: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
-    lines = [data["state"] if not data["running"] else f"{len(data['devices'])} devices"]
+    asked = data.get("source", "daemon") == "daemon"  # else: not from a daemon that answered
+    lines = [f"{len(data['devices'])} devices" if data["running"] and asked else data["state"]]
     for r in rows:
         cells = [str(c).ljust(w) for c, w in zip(r, widths, strict=False)]
         lines.append("  ".join([*cells, str(r[-1])]).rstrip())

@@ -397,6 +397,10 @@ class Engine:
 
     # ------------------------------------------------------------------ held presses
 
+    def abort_windows(self) -> int:
+        """How many raises wait out their abort window now (the status LEDs show it)."""
+        return sum(1 for h in self._s.held.values() if h.hold == "abort")
+
     def next_deadline_ns(self) -> int | None:
         """When the next held press is due (None: nothing is held)."""
         times = [h.until_ns for h in self._s.held.values()]

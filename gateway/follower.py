@@ -28,9 +28,11 @@ from gateway.errors import (
     CloudUnauthorized,
     JournalError,
 )
+from gateway.health import watched
 from gateway.journal import OPEN, AsyncJournal, Incident
 from gateway.signals import Fix
 from gateway.status import StatusModel
+from gateway.waits import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class Follower:
         while True:
             if not self._soon and not self._full_round_due(time.monotonic()):
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self._timeout(time.monotonic()))
+                    await wait_event(self.wake, self._timeout(time.monotonic()))
             self.wake.clear()
             if self._alarms_busy():
                 # Alarms first: no location traffic while a raise is in flight.
@@ -174,6 +176,7 @@ class Follower:
             self.status.callout_events[incident.id] = summary
             self.status.changed()
 
+    @watched("follower")
     async def _follow(self, incident: Incident) -> None:
         assert incident.callout_id is not None
         polled_ns = self._clock_ns()

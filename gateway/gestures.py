@@ -3,9 +3,10 @@ cooldown after a pattern that means nothing. Pure: monotonic nanoseconds in, res
 
 A press arrives with the gesture its source reported (receivers and Zigbee buttons
 classify single/double/long/hold themselves) and, where the source says how long the
-button was held, that duration. Two single presses within the device type's double
-window are a double press; that is only waited for when the type uses double presses at
-all, so a single-press panic button raises at once.
+button was held, that duration. For a button that reports raw clicks only
+(``compose_double``), two single presses within the device type's double window are a
+double press; that is only waited for when the type gives a double a meaning, so a
+single-press panic button raises at once.
 
 State changes are returned, not applied: the engine installs them only once the press is
 in the journal, so a refused write leaves the tracker as it was and the resend is judged
@@ -67,7 +68,11 @@ Result = Recognised | Wait | Dropped
 
 
 def uses_double(dtype: DeviceType) -> bool:
-    return "double" in dtype.raise_gestures or "double" in dtype.cancel_gestures
+    """Singles wait for a possible second press only where the gateway composes doubles
+    itself and the type gives a double a meaning."""
+    return dtype.compose_double and (
+        "double" in dtype.raise_gestures or "double" in dtype.cancel_gestures
+    )
 
 
 def classify_hold(held_s: float, dtype: DeviceType) -> Gesture:

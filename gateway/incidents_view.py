@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import CLOCK_FLOOR
+from gateway.tables import table
 
 
 def read_incidents(journal: Path, incident_id: str | None = None) -> list[dict[str, Any]]:
@@ -133,4 +134,69 @@ def describe(r: dict[str, Any]) -> str:
         lines.append(f"  #{o['seq']} {o['kind']:6} {o['state']}")
     if r["report"]:
         lines.append("report     " + json.dumps(r["report"], sort_keys=True))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the list, grouped
+
+OPEN_STATES = ("pending", "sending", "open")
+_STAGE_WITHOUT_CALLOUT = {
+    "pending": "not raised yet: queued for AURA",
+    "sending": "being raised (AURA's answer not stored yet)",
+    "open": "created",
+    "delivered": "delivered, AURA named no callout to follow",
+    "cancelled": "cancelled",
+    "closed": "closed",
+}
+
+
+def is_open(r: dict[str, Any]) -> bool:
+    """Still going (raise queued, in flight, callout open), or undeliverable and not yet
+    acknowledged by a technician: what needs looking at first."""
+    return r["state"] in OPEN_STATES or (r["state"] == "failed" and not r["acknowledged_wall"])
+
+
+def stage(r: dict[str, Any]) -> str:
+    """AURA's stage of the callout (its own words), or where the incident stands when AURA
+    has none to give."""
+    if r["state"] == "failed":
+        return "UNDELIVERABLE" + (" (acknowledged)" if r["acknowledged_wall"] else "")
+    if r["aura_status"]:
+        return str(r["aura_status"])
+    return _STAGE_WITHOUT_CALLOUT.get(r["state"], r["state"])
+
+
+def for_list(rows: list[dict[str, Any]], limit: int = 0) -> list[dict[str, Any]]:
+    """Open incidents first, then the recent ended ones (at most ``limit``; 0: all), each
+    group newest first; every row gains ``open`` and ``stage``."""
+    marked = [{**r, "open": is_open(r), "stage": stage(r)} for r in rows]
+    ended = [r for r in marked if not r["open"]]
+    return [r for r in marked if r["open"]] + (ended[:limit] if limit > 0 else ended)
+
+
+def grouped_listing(rows: list[dict[str, Any]], total_ended: int | None = None) -> str:
+    """The human `incidents` list: rows as :func:`for_list` returns them."""
+    if not rows:
+        return "no incidents"
+    header = ("INCIDENT", "PRESSED (UTC)", "DEVICE", "STATE", "CALLOUT", "AURA STAGE")
+
+    def cells(r: dict[str, Any]) -> tuple[object, ...]:
+        pressed = _pressed(r["press_wall"], r["press_wall_trusted"])
+        return (r["id"], pressed, r["device_id"], r["state"], r["callout_id"], r["stage"])
+
+    opened = [r for r in rows if r["open"]]
+    ended = [r for r in rows if not r["open"]]
+    lines = [f"open or undeliverable: {len(opened)}"]
+    if opened:
+        lines.append(table(header, [cells(r) for r in opened]))
+    shown = str(len(ended))
+    if total_ended is not None and total_ended != len(ended):
+        shown += f" of {total_ended}; --limit 0 lists all"
+    if ended:
+        lines.append(f"recent, ended: {shown} (newest first)")
+        lines.append(table(header, [cells(r) for r in ended]))
+    else:
+        lines.append("recent, ended: none")
+    if any(_pressed(r["press_wall"], r["press_wall_trusted"]).endswith("?") for r in rows):
+        lines.append(UNTRUSTED_KEY)
     return "\n".join(lines)

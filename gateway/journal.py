@@ -1118,6 +1118,32 @@ class Journal:
             self._db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
         )
 
+    def queue_facts(self) -> dict[str, Any]:
+        """For the metrics, read at scrape time: alarm-class items waiting by kind; the
+        press stamp (mono_ns, boot id, wall) of the oldest alarm AURA has not accepted
+        (waiting, being sent, or refused and not yet acknowledged), or None; and the open
+        callouts that stream a live position (the location class holds one fix each)."""
+        db = self._db
+        waiting = db.execute(
+            "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY kind"
+        ).fetchall()
+        oldest = db.execute(
+            "SELECT press_mono_ns, press_boot_id, press_wall FROM incidents"
+            " WHERE state IN (?, ?) OR (state = ? AND acknowledged_wall IS NULL)"
+            " ORDER BY rowid LIMIT 1",
+            (PENDING, SENDING, FAILED),
+        ).fetchone()
+        live = db.execute(
+            "SELECT COUNT(*) FROM incidents WHERE state = ? AND (route = 'device'"
+            " OR json_extract(request, '$.body.location') IS NOT NULL)",
+            (OPEN,),
+        ).fetchone()[0]
+        return {
+            "waiting": {str(kind): int(n) for kind, n in waiting},
+            "oldest_undelivered": tuple(oldest) if oldest is not None else None,
+            "live_callouts": int(live),
+        }
+
     def note(self, incident_id: str, text: str) -> bool:
         """Queue a note for an open incident's callout (at most one a minute)."""
         return self._tx(lambda db: _note(db, incident_id, text))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.mqtt_link import MqttLink, Will
 from gateway.status import StatusModel
+from gateway.waits import wait_event
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -152,7 +153,7 @@ class StatusPublisher:
         idle_s = max(0.0, self.settings.interval_s - COALESCE_S)
         while not link.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), idle_s)
+                await wait_event(self._changed, idle_s)
             if link.done():
                 break
             self._changed.clear()

@@ -13,6 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.audit_events import (
+    Sink,
+    record_press,
+    record_promoted,
+    record_repeat,
+    record_resolutions,
+)
 from gateway.config.models import EventDevice
 from gateway.engine import (
     Attach,
@@ -28,6 +35,7 @@ from gateway.engine import (
     new_incidents,
 )
 from gateway.errors import JournalError
+from gateway.health import watched
 from gateway.journal import (
     OPEN,
     AsyncJournal,
@@ -39,6 +47,7 @@ from gateway.journal import (
 )
 from gateway.signals import Fix, Press
 from gateway.status import StatusModel
+from gateway.waits import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +108,8 @@ class Router:
         # Serialises decide → commit → apply so two inputs cannot both open an incident.
         self._lock = asyncio.Lock()
         self._held_wake = asyncio.Event()
+        # The audit trail's record (gateway.audit); None: no audit.
+        self.audit: Sink | None = None
 
     async def on_press(self, press: Press, *, repeat_window_s: float = 5.0) -> PressOutcome | None:
         """An outcome once the press is durable (or already was): the input may ack.
@@ -144,6 +155,7 @@ class Router:
             self._held_changed()
         return self._stored([(press, decision, stored)])[0]
 
+    @watched("presses")
     async def on_presses(
         self, presses: list[Press], *, repeat_window_s: float = 5.0
     ) -> list[PressOutcome | None]:
@@ -208,6 +220,14 @@ class Router:
 
     def _held_changed(self) -> None:
         self._held_wake.set()
+        self._show_abort_windows()
+
+    def _show_abort_windows(self) -> None:
+        """The status (and so the LEDs) shows whether a raise waits out its abort window."""
+        n = self.engine.abort_windows()
+        if n != self.status.abort_windows:
+            self.status.abort_windows = n
+            self.status.changed()
 
     async def adopt_held(self) -> None:
         """Presses held when the gateway stopped: their windows go on (or are over)."""
@@ -215,6 +235,7 @@ class Router:
         if held:
             self.engine.adopt_held(held)
             logger.warning("event=held_presses_adopted count=%d", len(held))
+            self._show_abort_windows()
 
     async def run_held(self) -> None:
         """Decide held presses when their window ends; asleep while nothing is held."""
@@ -225,9 +246,10 @@ class Router:
                 timeout = max(0, deadline - self.engine.now_ns()) / 1e9 + 0.001
             self._held_wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._held_wake.wait(), timeout)
+                await wait_event(self._held_wake, timeout)
             await self.expire_held()
 
+    @watched("held-presses")
     async def expire_held(self) -> None:
         async with self._lock:
             before = self.engine.snapshot()
@@ -249,6 +271,7 @@ class Router:
         if failed:
             await asyncio.sleep(1.0)  # the held presses stay held; tried again (lock released)
             return
+        record_resolutions(self.audit, resolutions)
         sent = 0
         for r in resolutions:
             log = logger.warning if r.decision in ("raise", "withdrawn", "cancel") else logger.info
@@ -260,6 +283,7 @@ class Router:
                 r.reason,
             )
             sent += r.new_incident is not None or r.decision == "cancel"
+        self._show_abort_windows()
         if sent:
             self.status.pending_alarms += sent
             self.status.changed()
@@ -314,6 +338,7 @@ class Router:
             if promote is None or decision is None:
                 return
             self.engine.apply(decision)
+        record_promoted(self.audit, press, promote[1], promote[2])
         logger.warning(
             "event=press_reraised device=%s old_incident=%s incident=%s presses=%d",
             press.device_id,
@@ -338,6 +363,7 @@ class Router:
         raises = 0
         for press, decision, stored in items:
             self._log_decision(press, decision, stored.incident_id)
+            record_press(self.audit, press, decision, stored.incident_id)
             if isinstance(decision, Attach):
                 self._recheck()
             claimed = claimed or stored.claimed
@@ -352,6 +378,7 @@ class Router:
 
     def _log_repeat(self, press: Press, verdict: str) -> None:
         self.status.count(f"presses_{verdict}")
+        record_repeat(self.audit, press, verdict)
         if verdict == "replay":
             # An old transmission played again: never a callout, always worth a look.
             logger.warning(
@@ -409,6 +436,7 @@ class Router:
             )
         elif isinstance(decision, WalkTest):
             self.status.count("presses_walk_test")
+            self.status.changed()  # the LEDs show each walk-test press
             logger.info(
                 "event=walk_test_press device=%s gesture=%s rssi=%s battery=%s reason=%r",
                 press.device_id,

@@ -65,6 +65,9 @@ class StatusModel:
     devices_seen: dict[str, DeviceHealth] = field(default_factory=dict)
     unknown_devices: dict[str, UnknownDevice] = field(default_factory=dict)
     walk_test: dict[str, Any] | None = None  # scope, started, ends in: while one runs
+    abort_windows: int = 0  # presses held in their abort window now (the LEDs show it)
+    # Why the last reload was refused (the old config still runs); None: the config is good.
+    config_error: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
     journal: dict[str, float] = field(default_factory=dict)  # used/disk bytes, fill %
     callout_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # count, last
@@ -168,6 +171,8 @@ class StatusModel:
         ]
         if self.failed_incidents:
             parts.append(f"{len(self.failed_incidents)} UNDELIVERABLE")
+        if self.config_error:
+            parts.append("config error (reload refused)")
         silent = sum(1 for h in self.devices_seen.values() if h.silent)
         if silent:
             parts.append(f"{silent} device{'' if silent == 1 else 's'} silent")
@@ -198,6 +203,8 @@ class StatusModel:
             "devices_seen": {dev: asdict(h) for dev, h in self.devices_seen.items()},
             "unknown_devices": {dev: asdict(u) for dev, u in self.unknown_devices.items()},
             "walk_test": self.walk_test,
+            "abort_windows": self.abort_windows,
+            "config_error": self.config_error,
             "counters": dict(self.counters),
             "journal": dict(self.journal),
         }

@@ -29,9 +29,11 @@ from gateway.errors import (
     CloudUnauthorized,
     JournalError,
 )
+from gateway.health import watched
 from gateway.journal import SENDING, AsyncJournal, Attempt, Incident, OutboxItem
 from gateway.signals import BOOT_ID
 from gateway.status import StatusModel
+from gateway.waits import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ class Uplink:
         self._background: set[asyncio.Task[None]] = set()
         # Told of each raise, so the follower polls the new callout at once.
         self.on_raised: Callable[[str], None] = lambda incident_id: None
+        # Told when AURA accepted an alarm, with the monotonic time it answered (the
+        # press-to-accept latency in the metrics).
+        self.on_accepted: Callable[[Incident, int], None] = lambda incident, at_ns: None
         self._clock_ns = clock_ns
 
     # ------------------------------------------------------------------ alarms
@@ -151,7 +156,7 @@ class Uplink:
         if deferred:
             due = min(self._deferred[i] for i in deferred)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=max(0.0, due - now))
+                await wait_event(self.wake, max(0.0, due - now))
             return
         self._deferred.clear()
         self.status.pending_alarms = 0
@@ -187,6 +192,13 @@ class Uplink:
         traffic waits, so no alarm ever queues behind it."""
         return self._creating or self._draining
 
+    def queue_view(self) -> dict[str, object]:
+        """For `aura-gateway queue`: a create in flight, and the alarms backing off alone
+        after an error of their own (incident -> seconds to their next try)."""
+        now = time.monotonic()
+        waits = {i: round(due - now, 1) for i, due in self._deferred.items() if due > now}
+        return {"creating": self._creating, "draining": self._draining, "backing_off": waits}
+
     def idle(self) -> bool:
         """True when the queue is empty and nothing was handed over yet."""
         return self._parked and self._handoff is None and not self.wake.is_set()
@@ -204,6 +216,7 @@ class Uplink:
                 lambda j: j.note_error(incident_id, error, reached_aura=reached_aura)
             )
 
+    @watched("uplink")
     async def _deliver(self, attempt: Attempt) -> None:
         item, incident = attempt.item, attempt.incident
         callout: Callout | None = None
@@ -240,9 +253,11 @@ class Uplink:
             raise
         finally:
             self._creating = False
+        accepted_ns = self._clock_ns()
         await self.journal.call(
             lambda j: j.mark_raised(item.seq, incident.id, callout.id, callout.url, callout.status)
         )
+        self.on_accepted(incident, accepted_ns)
         self.status.open_callouts[incident.id] = callout.status or "created"
         self.status.set_uplink("up")
         self.status.changed()
@@ -259,6 +274,7 @@ class Uplink:
         await self._late_note(incident)
         await self._tell(incident.device_id, "help_on_the_way")
 
+    @watched("uplink")
     async def _cancel(self, attempt: Attempt) -> None:
         """An integration cancel (or with the customer's own safe code, never guessed)."""
         item, incident = attempt.item, attempt.incident
@@ -308,6 +324,7 @@ class Uplink:
         )
         await self._tell(incident.device_id, "clear")
 
+    @watched("uplink")
     async def _note(self, attempt: Attempt) -> None:
         """A callout event for the control room (late alarm, battery, tamper, pressed again)."""
         item, incident = attempt.item, attempt.incident
@@ -337,6 +354,7 @@ class Uplink:
 
     async def _untracked(self, item: OutboxItem, incident: Incident, why: str) -> None:
         await self.journal.call(lambda j: j.mark_delivered_untracked(item.seq, incident.id, why))
+        self.on_accepted(incident, self._clock_ns())
         self.engine.incident_ended(incident.id)
         self.status.set_uplink("up")
         self.status.changed()

@@ -20,6 +20,7 @@ from gateway.control import ControlError, Handler
 from gateway.engine import Engine, WalkTestScope
 from gateway.journal import AsyncJournal
 from gateway.status import StatusModel
+from gateway.waits import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class WalkTests:
                 timeout = max(0.0, (scope.until_ns - self.engine.now_ns()) / 1e9) + 0.01
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                await wait_event(self._changed, timeout)
             if self.engine.walk_test is not None and self.engine.walk_test_active() is None:
                 self.engine.stop_walk_test()
                 self._ended()

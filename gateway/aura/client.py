@@ -103,6 +103,42 @@ EventShape = Literal["new", "old"]
 _SAFE_CODE = re.compile(r"[0-9]{4}")
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request to AURA (``phase="request"``, before it is sent) or its outcome
+    (``"response"``: a status, or the error that left none), for ``AuraClient.observers``
+    (the audit trail, the metrics). ``body`` is unredacted: an observer redacts.
+
+    ``error_class``: unreachable | timeout | transport | 5xx | 429 | unauthorized |
+    rejected (another 4xx) | redirect, or None when AURA answered 2xx (285 included)."""
+
+    phase: Literal["request", "response"]
+    method: str
+    path: str
+    body: Any = None
+    status: int | None = None
+    elapsed_s: float | None = None
+    error: str | None = None
+    error_class: str | None = None
+
+
+def status_class(code: int) -> str | None:
+    """The error class of an HTTP status, as the metrics count them; None for success."""
+    if 200 <= code < 300:
+        return None
+    if code == 429:
+        return "429"
+    if code >= 500 or code < 200:
+        return "5xx"
+    if code == 401:
+        return "unauthorized"
+    if code == 408:
+        return "timeout"
+    if code < 400:
+        return "redirect"
+    return "rejected"
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -196,6 +232,8 @@ class AuraClient:
         # AURA has accepted one, then that one for the rest of this client's life.
         self._event_shape: EventShape | None = None
         self._rating_shape: EventShape | None = None
+        # Told of every request and its outcome (audit trail, metrics); none: no cost.
+        self.observers: list[Callable[[Exchange], None]] = []
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -257,6 +295,32 @@ class AuraClient:
         headers = {}
         if auth:
             headers["Authorization"] = f"Bearer {await self._ensure_token()}"
+        if not self.observers:
+            return await self._transfer(method, path, json_body, headers)
+        self._tell(Exchange("request", method, path, json_body))
+        started = time.monotonic()
+        try:
+            response = await self._transfer(method, path, json_body, headers)
+        except CloudRetryable as exc:
+            elapsed = time.monotonic() - started
+            kind = _transport_class(exc.__cause__)
+            self._tell(Exchange("response", method, path, None, None, elapsed, str(exc), kind))
+            raise
+        code, elapsed = response.status_code, time.monotonic() - started
+        answer, kind = _answer_of(response), status_class(code)
+        self._tell(Exchange("response", method, path, answer, code, elapsed, None, kind))
+        return response
+
+    def _tell(self, exchange: Exchange) -> None:
+        for observer in self.observers:
+            try:
+                observer(exchange)
+            except Exception:  # an observer's fault never fails a request
+                logger.exception("event=aura_observer_fault")
+
+    async def _transfer(
+        self, method: str, path: str, json_body: Any, headers: dict[str, str]
+    ) -> httpx.Response:
         try:
             async with asyncio.timeout(self._deadline_s):
                 return await self._http.request(method, path, json=json_body, headers=headers)
@@ -533,6 +597,22 @@ def _list_of(data: Any, what: str, keys: tuple[str, ...]) -> list[Any]:
     if not isinstance(data, list):
         raise CloudMalformed(f"{what}: not a list")
     return data
+
+
+def _transport_class(cause: BaseException | None) -> str:
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return "unreachable"
+    if isinstance(cause, httpx.TimeoutException | TimeoutError):
+        return "timeout"
+    return "transport"
+
+
+def _answer_of(response: httpx.Response) -> Any:
+    """AURA's answer for an observer: the JSON, else the start of the text."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500] if response.content else None
 
 
 def _seconds(value: Any) -> float | None:

@@ -110,7 +110,12 @@ def load_config(path: str | Path) -> Config:
     credentials: CredentialsFile | None = None
     cred_problems: list[ConfigProblem] = []
     credentials_path = _setting_path(src, "credentials_file")
-    if credentials_path is not None:
+    handed_over = systemd_credential()
+    if handed_over is not None:
+        # The unit's LoadCredential= copy wins over credentials_file (see the function).
+        credentials_path = handed_over
+        credentials, cred_problems = _load_credentials(handed_over, check_mode=False)
+    elif credentials_path is not None:
         if _exists(credentials_path):
             credentials, cred_problems = _load_credentials(credentials_path)
         else:
@@ -142,9 +147,15 @@ def load_config(path: str | Path) -> Config:
             "control_path": control_path,
         }
     )
+    # [audit] path and [metrics] textfile_dir: relative to gateway.toml's folder too.
+    audit = gateway.audit.model_copy(update={"path": _beside(gw_path, gateway.audit.path)})
+    metrics = gateway.metrics
+    if metrics.textfile_dir is not None:
+        textfile_dir = _beside(gw_path, metrics.textfile_dir)
+        metrics = metrics.model_copy(update={"textfile_dir": textfile_dir})
     return Config(
         path=gw_path,
-        gateway=gateway.model_copy(update={"gateway": section}),
+        gateway=gateway.model_copy(update={"gateway": section, "audit": audit, "metrics": metrics}),
         devices=devices,
         credentials=credentials,
         devices_path=devices_path,
@@ -257,6 +268,11 @@ def _setting_path(src: _Toml, key: str) -> Path | None:
     return Path(os.path.normpath(src.path.parent / value))
 
 
+def _beside(gw_path: Path, path: Path) -> Path:
+    """A path setting outside [gateway], made absolute the same way."""
+    return Path(os.path.normpath(gw_path.parent / path))
+
+
 def _missing(src: _Toml, key: str, path: Path, what: str) -> ConfigProblem:
     line = src.locator.line_of(("gateway", key))
     message = f"{what} not found: {path}"
@@ -353,9 +369,32 @@ def _valid_or_none(adapter: TypeAdapter[T], value: Any) -> T | None:
 
 # --------------------------------------------------------------------------- credentials
 
+# The name of the systemd credential that carries credentials.toml: the unit says
+# ``LoadCredential=aura-credentials:/etc/aura-gateway/credentials.toml``.
+SYSTEMD_CREDENTIAL = "aura-credentials"
 
-def _load_credentials(path: Path) -> tuple[CredentialsFile | None, list[ConfigProblem]]:
+
+def systemd_credential() -> Path | None:
+    """The credentials file as systemd handed it over, or None (then ``credentials_file``).
+
+    Under the unit, systemd reads ``/etc/aura-gateway/credentials.toml`` (root's, mode
+    0600) itself and gives the service a private, read-only copy in
+    ``$CREDENTIALS_DIRECTORY/aura-credentials``: the service user needs no read access to
+    the file in /etc. Run by hand (no ``CREDENTIALS_DIRECTORY``), the configured file is
+    read as before, mode check included.
+    """
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    path = Path(directory) / SYSTEMD_CREDENTIAL
+    return path if _exists(path) else None
+
+
+def _load_credentials(
+    path: Path, *, check_mode: bool = True
+) -> tuple[CredentialsFile | None, list[ConfigProblem]]:
     # The mode is checked before the file is read: a file others can read is refused whole.
+    # Not for a systemd credential: systemd made that copy, readable by this service only.
     try:
         st = path.stat()
     except OSError as exc:
@@ -363,7 +402,7 @@ def _load_credentials(path: Path) -> tuple[CredentialsFile | None, list[ConfigPr
     if stat.S_ISDIR(st.st_mode):
         return None, [ConfigProblem(path, None, "", f"{path} is a directory, not a file")]
     mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
+    if check_mode and mode & 0o077:
         return None, [
             ConfigProblem(
                 path,

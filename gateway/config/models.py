@@ -308,6 +308,66 @@ class FallbackSettings(Strict):
     timeout_s: float = Field(30.0, gt=0, le=600)
 
 
+class LedSettings(Strict):
+    """Status LEDs (and the relay/siren output) a technician reads at a glance."""
+
+    backend: Literal["none", "sysfs", "gpiod", "mock"] = Field(
+        "none",
+        description="sysfs: the Linux LED class (/sys/class/leds); gpiod: GPIO lines through "
+        "libgpiod; mock: records the pattern timeline (tests, demos); none: no LEDs.",
+    )
+    sysfs_root: Path = Path("/sys/class/leds")
+    status_led: str = Field("aura:green:status", description="sysfs LED name, or gpiod line")
+    alarm_led: str = Field("aura:red:alarm", description="sysfs LED name, or gpiod line")
+    relay: str | None = Field(
+        None,
+        description="Output switched on while an alarm cannot be delivered (a siren or a "
+        "relay to a local alarm panel): a sysfs LED name or a gpiod line. None: no relay.",
+    )
+    gpio_chip: str = Field("/dev/gpiochip0", description="gpiod: the chip the lines are on")
+
+
+class MetricsSettings(Strict):
+    """Prometheus metrics for the fleet: a loopback HTTP endpoint, node_exporter's textfile
+    directory, or both."""
+
+    listen: str | None = Field(
+        None, description="host:port to serve /metrics on, loopback only, e.g. 127.0.0.1:9464"
+    )
+    textfile_dir: Path | None = Field(
+        None,
+        description="node_exporter textfile collector directory, e.g. "
+        "/var/lib/prometheus/node-exporter; the file is replaced atomically.",
+    )
+    interval_s: float = Field(15.0, ge=1, le=600, description="textfile refresh period")
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        if host not in ("127.0.0.1", "localhost", "[::1]", "::1"):
+            raise ValueError("metrics are served on loopback only (127.0.0.1 or ::1)")
+        return v
+
+
+class AuditSettings(Strict):
+    """The append-only, hash-chained record of presses, decisions and AURA traffic."""
+
+    enabled: bool = True
+    path: Path = Field(
+        Path("/var/lib/aura-gateway/audit"),
+        description="Directory of the audit files (audit-<n>.jsonl), on the state disk.",
+    )
+    max_mb: float = Field(
+        32.0, ge=1, le=4096, description="Total size kept; the oldest file goes first."
+    )
+    file_mb: float = Field(4.0, ge=0.1, le=512, description="A file is rotated at this size.")
+
+
 class GatewayFile(Strict):
     gateway: GatewaySection = GatewaySection()
     aura: AuraSettings
@@ -315,6 +375,9 @@ class GatewayFile(Strict):
     cancel: CancelSettings = CancelSettings()
     fallback: FallbackSettings = FallbackSettings()
     status_mqtt: StatusMqttSettings | None = None
+    leds: LedSettings = LedSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    audit: AuditSettings = AuditSettings()
 
 
 # --------------------------------------------------------------------------- devices.toml
@@ -345,11 +408,18 @@ class DeviceType(Strict):
 
     # Gesture timing; defaults from the peers (Flic: click <= 1 s, double <= 0.5 s,
     # hold >= 1 s).
+    compose_double: bool = Field(
+        False,
+        description="The button reports single presses only (raw clicks): the gateway "
+        "makes two singles within double_window_s a double press. Off for buttons that "
+        "tell single and double apart themselves (receiver firmware, most Zigbee buttons): "
+        "their single presses then raise at once, without waiting for a second.",
+    )
     double_window_s: float = Field(
         0.5,
         gt=0,
         le=5,
-        description="Two single presses this close together are a double press.",
+        description="With compose_double: two single presses this close are a double press.",
     )
     long_press_s: float = Field(
         1.0,

@@ -83,11 +83,12 @@ class DaemonRunner:
             time.sleep(0.1)
         raise AssertionError(f"status never matched within {timeout} s; last: {data}")
 
-    def start(self) -> DaemonProcess:
+    def start(self, env: dict[str, str] | None = None) -> DaemonProcess:
+        """``env``: variables added for the daemon (NOTIFY_SOCKET, WATCHDOG_USEC...)."""
         if self.config_path is None:
             self.write_config()
         assert self.config_path is not None
-        daemon = DaemonProcess(self.config_path, echo=lambda _line: None)
+        daemon = DaemonProcess(self.config_path, echo=lambda _line: None, env=env)
         self.processes.append(daemon)
         daemon.wait_event("ready", 20)
         return daemon

@@ -24,7 +24,7 @@ import pytest
 import tomli_w
 
 from gateway.config import Config, load_config
-from gateway.config.models import Gesture
+from gateway.config.models import DeviceType, Gesture
 from gateway.engine import (
     Attach,
     Cancel,
@@ -36,6 +36,7 @@ from gateway.engine import (
     WalkTest,
     incident_key,
 )
+from gateway.gestures import uses_double
 from gateway.journal import Resolution, held_key
 from gateway.signals import Press, Stamp
 
@@ -47,9 +48,15 @@ UNKNOWN = "0badf00d"
 CUSTOMER = {A1: "customer:2001", A2: "customer:2001", B1: "customer:2002"}
 DEVICE_KEY = "0f" * 16
 
-# Device types (the [device_types.button] table); defaults are the model's.
+# Device types (the [device_types.button] table); defaults are the model's. A type with
+# compose_double reports raw clicks: the gateway makes two quick singles a double.
 SINGLE: dict[str, Any] = {}
-DOUBLE: dict[str, Any] = {"raise_gestures": ["double"]}
+DOUBLE: dict[str, Any] = {"compose_double": True, "raise_gestures": ["double"]}
+# Buttons that tell single and double apart themselves (receiver firmware, most Zigbee
+# buttons; compose_double off, the default): a "double" is what they report, never two
+# singles of the gateway's making.
+TOLD_CANCEL: dict[str, Any] = {"cancel_gestures": ["double"]}
+TOLD_DOUBLE: dict[str, Any] = {"raise_gestures": ["double"]}
 LONG: dict[str, Any] = {"raise_gestures": ["long"], "cancel_gestures": ["hold"]}
 PENDANT: dict[str, Any] = {"raise_gestures": ["single", "long"], "cancel_gestures": ["hold"]}
 ABORT: dict[str, Any] = {"cancel_gestures": ["hold"], "abort_window_s": 3.0}
@@ -514,11 +521,102 @@ ROWS: list[Row] = [
     ),
     Row(
         "single-raises-after-the-double-window-when-double-cancels",
-        {"cancel_gestures": ["double"]},
+        {"compose_double": True, "cancel_gestures": ["double"]},
         (P(0),),
         ("p1:hold", "p1=raise"),
         {"p1=raise": "single press from 0000a001 raises"},
         at={"p1=raise": 0.5 + 1e-9},
+        open_after=("customer:2001",),
+    ),
+    # ---- double press told by the button (compose_double off): nothing is waited for
+    Row(
+        "told-double-type-single-raises-at-once-when-double-cancels",
+        TOLD_CANCEL,
+        (P(0),),
+        ("p1:raise",),
+        {"p1:raise": "single press from 0000a001 raises for customer:2001"},
+        at={"p1:raise": 0},
+        open_after=("customer:2001",),
+    ),
+    Row(
+        # Two real presses, not a cancel: the second one attaches to the alarm.
+        "told-double-type-two-quick-singles-raise-then-attach",
+        TOLD_CANCEL,
+        (P(0), P(0.2)),
+        ("p1:raise", "p2:attach"),
+        same=(("p1:raise", "p2:attach"),),
+        at={"p1:raise": 0, "p2:attach": 0.2},
+        open_after=("customer:2001",),
+    ),
+    Row(
+        "told-double-type-two-quick-singles-of-two-devices-raise-then-attach",
+        TOLD_CANCEL,
+        (P(0, A1), P(0.2, A2), P(0.3, B1)),
+        ("p1:raise", "p2:attach", "p3:raise"),
+        same=(("p1:raise", "p2:attach"),),
+        differ=(("p1:raise", "p3:raise"),),
+    ),
+    Row(
+        "told-double-type-reported-double-cancels-at-once",
+        TOLD_CANCEL,
+        (P(0), P(0.3, gesture="double")),
+        ("p1:raise", "p2:cancel"),
+        {"p2:cancel": "double press from 0000a001 cancels inc-"},
+        same=(("p1:raise", "p2:cancel"),),
+        at={"p2:cancel": 0.3},
+        open_after=(),
+    ),
+    Row(
+        "told-double-type-reported-double-without-incident-is-ignored",
+        TOLD_CANCEL,
+        (P(0, gesture="double"),),
+        ("p1:ignore",),
+        {"p1:ignore": "cancel gesture double with no open incident for customer:2001"},
+        open_after=(),
+    ),
+    Row(
+        "told-double-type-single-is-ignored-at-once-when-double-raises",
+        TOLD_DOUBLE,
+        (P(0), P(0.2)),
+        ("p1:ignore", "p2:ignore"),
+        {"p2:ignore": "gesture single does not raise for type button (raises on double)"},
+        at={"p1:ignore": 0, "p2:ignore": 0.2},
+        open_after=(),
+    ),
+    Row(
+        # Quick singles are no pattern of the gateway's here: no cooldown after them.
+        "told-double-type-quick-singles-start-no-cooldown",
+        TOLD_DOUBLE,
+        (P(0), P(0.1), P(0.2), P(0.3, gesture="double")),
+        ("p1:ignore", "p2:ignore", "p3:ignore", "p4:raise"),
+        {"p4:raise": "double press from 0000a001 raises for customer:2001"},
+        at={"p4:raise": 0.3},
+    ),
+    Row(
+        "told-double-type-abort-window-starts-at-the-press",
+        {**TOLD_CANCEL, "abort_window_s": 2.0},
+        (P(0),),
+        ("p1:hold", "p1=raise"),
+        {"p1:hold": "single press from 0000a001 raises for customer:2001 after a 2 s abort"},
+        at={"p1=raise": 2 + 1e-9},
+    ),
+    Row(
+        "told-double-type-reported-double-withdraws-in-the-abort-window",
+        {**TOLD_CANCEL, "abort_window_s": 2.0},
+        (P(0), P(0.3, gesture="double")),
+        ("p1:hold", "p2:withdraw", "p1=withdrawn"),
+        {"p2:withdraw": "double press from 0000a001 within the abort window"},
+        open_after=(),
+    ),
+    Row(
+        # A second single is pressing again, not half of a cancel: the alarm goes now.
+        "told-double-type-second-single-in-the-abort-window-sends-it",
+        {**TOLD_CANCEL, "abort_window_s": 2.0},
+        (P(0), P(0.3)),
+        ("p1:hold", "p2:attach", "p1=raise"),
+        {"p2:attach": PRESSED_AGAIN},
+        same=(("p2:attach", "p1=raise"),),
+        at={"p1=raise": 0.3},
         open_after=("customer:2001",),
     ),
     # ---- invalid pattern, cooldown
@@ -560,7 +658,7 @@ ROWS: list[Row] = [
         # The double cancels nothing (its first half is part of it, not a press it
         # withdraws); the third press is no pattern: cooldown; p5 is a single again.
         "triple-click-on-a-double-cancel-type-raises-nothing",
-        {"cancel_gestures": ["double"]},
+        {"compose_double": True, "cancel_gestures": ["double"]},
         (P(0), P(0.2), P(0.4), P(1.0), P(3.0)),
         ("p1:hold", "p2:ignore", "p1=double", "p3:ignore", "p4:ignore", "p5:hold", "p5=raise"),
         {
@@ -581,7 +679,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "custom-cooldown",
-        {"raise_gestures": ["double"], "cooldown_s": 5.0},
+        {"compose_double": True, "raise_gestures": ["double"], "cooldown_s": 5.0},
         (P(0), P(0.2), P(0.4), P(5.3), P(5.41), P(5.6)),
         (
             "p1:hold",
@@ -760,21 +858,26 @@ ROWS: list[Row] = [
     ),
     Row(
         "abort-window-after-a-double-window",
-        {"cancel_gestures": ["double"], "abort_window_s": 2.0},
+        {"compose_double": True, "cancel_gestures": ["double"], "abort_window_s": 2.0},
         (P(0), P(1), P(1.2)),
         ("p1:hold", "p1=held_abort", "p2:hold", "p3:withdraw", "p2=double", "p1=withdrawn"),
         open_after=(),
     ),
     Row(
         "abort-window-after-a-double-window-raises-without-cancel",
-        {"cancel_gestures": ["double"], "abort_window_s": 2.0},
+        {"compose_double": True, "cancel_gestures": ["double"], "abort_window_s": 2.0},
         (P(0),),
         ("p1:hold", "p1=held_abort", "p1=raise"),
         at={"p1=held_abort": 0.5 + 1e-9, "p1=raise": 2.5 + 2e-9},
     ),
     Row(
         "double-raise-with-abort-window",
-        {"raise_gestures": ["double"], "cancel_gestures": ["hold"], "abort_window_s": 2.0},
+        {
+            "compose_double": True,
+            "raise_gestures": ["double"],
+            "cancel_gestures": ["hold"],
+            "abort_window_s": 2.0,
+        },
         (P(0), P(0.3), P(1, gesture="hold")),
         ("p1:hold", "p2:hold", "p1=double", "p3:withdraw", "p2=withdrawn"),
         open_after=(),
@@ -806,7 +909,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "held-singles-of-one-customer-share-one-incident",
-        {"cancel_gestures": ["double"]},
+        {"compose_double": True, "cancel_gestures": ["double"]},
         (P(0, A1), P(0.1, A2)),
         ("p1:hold", "p2:hold", "p1=raise", "p2=attach"),
         same=(("p1=raise", "p2=attach"),),
@@ -1000,6 +1103,8 @@ PURITY: dict[str, tuple[dict[str, Any], tuple[Step, ...], P, str]] = {
     "cancel": (PENDANT, (P(0),), P(1, gesture="hold"), "cancel"),
     "unknown": (SINGLE, (), P(1, UNKNOWN), "ignore"),
     "walk-test": (SINGLE, (Walk(0),), P(1), "walk_test"),
+    "told-single": (TOLD_CANCEL, (P(0.8),), P(1), "attach"),
+    "told-double": (TOLD_CANCEL, (P(0.8),), P(1, gesture="double"), "cancel"),
 }
 
 
@@ -1099,11 +1204,78 @@ def test_snapshot_restore_undoes_a_pattern_expiry(configs: MakeConfig) -> None:
     assert sim.named(d.resolves) == [("p1", "double")]
 
 
+# --------------------------------------------------------------------------- composing doubles
+
+
+@pytest.mark.parametrize(
+    ("dtype", "waits"),
+    [
+        ({}, False),
+        (TOLD_DOUBLE, False),
+        (TOLD_CANCEL, False),
+        ({"raise_gestures": ["double"], "cancel_gestures": ["single"]}, False),
+        ({"compose_double": True}, False),  # a double means nothing: no reason to wait
+        ({"compose_double": True, "raise_gestures": ["single", "long"]}, False),
+        ({"compose_double": True, "cancel_gestures": ["hold"]}, False),
+        (DOUBLE, True),
+        ({"compose_double": True, "cancel_gestures": ["double"]}, True),
+        ({"compose_double": True, "raise_gestures": ["single", "double"]}, True),
+    ],
+    ids=str,
+)
+def test_singles_wait_only_where_the_gateway_composes_a_double_that_means_something(
+    dtype: dict[str, Any], waits: bool
+) -> None:
+    model = DeviceType(**dtype)
+    assert model.compose_double is dtype.get("compose_double", False)  # off by default
+    assert uses_double(model) is waits
+
+
+TOLD_TYPES = [
+    TOLD_CANCEL,
+    TOLD_DOUBLE,
+    {"raise_gestures": ["double"], "cancel_gestures": ["single"]},
+    {"raise_gestures": ["single", "double"], "cancel_gestures": ["hold"]},
+]
+
+
+@pytest.mark.parametrize("dtype", TOLD_TYPES, ids=str)
+def test_a_type_that_tells_doubles_itself_holds_no_press(
+    configs: MakeConfig, dtype: dict[str, Any]
+) -> None:
+    """Without compose_double every press is decided when it comes, as the gesture the
+    button reported: nothing waits for a second press, no single is merged into a double,
+    whatever the type does with a double. The same type composing doubles holds a single."""
+    sim = Sim(configs(dtype))
+    steps = ((0, "single"), (0.2, "single"), (0.4, "double"), (0.6, "single"), (0.7, "double"))
+    for at, gesture in steps:
+        decision = sim.press(P(at, gesture=gesture))  # type: ignore[arg-type]
+        assert not isinstance(decision, Hold), decision
+        assert decision.resolves == (), decision
+        assert sim.engine.next_deadline_ns() is None
+        assert sim.engine.snapshot().tracks[A1].pending_key is None
+    raises = dtype.get("raise_gestures", ["single"])
+    cancels = dtype.get("cancel_gestures", [])
+    for (_, gesture), out in zip(steps, sim.outs, strict=True):
+        assert not out.resolution
+        if gesture in raises:
+            assert out.kind in ("raise", "attach"), out
+        elif gesture in cancels:
+            assert out.kind in ("cancel", "ignore"), out
+            assert out.kind == "ignore" or out.reason.startswith(f"{gesture} press from"), out
+        else:
+            assert out.kind == "ignore" and "does not raise" in out.reason, out
+    composing = Sim(configs({**dtype, "compose_double": True}))
+    assert isinstance(composing.press(P(0)), Hold)
+
+
 # --------------------------------------------------------------------------- deadlines
 
 
 def test_next_deadline_is_the_earliest_held_press(configs: MakeConfig) -> None:
-    sim = Sim(configs({"raise_gestures": ["double"], "double_window_s": 0.8}))
+    sim = Sim(
+        configs({"compose_double": True, "raise_gestures": ["double"], "double_window_s": 0.8})
+    )
     assert sim.engine.next_deadline_ns() is None
     sim.run((P(0, A1), P(0.3, B1)), flush=False)
     assert sim.engine.next_deadline_ns() == BASE + s(0.8)
@@ -1117,7 +1289,7 @@ def test_next_deadline_is_the_earliest_held_press(configs: MakeConfig) -> None:
 def test_late_expiry_resolves_in_the_order_held(configs: MakeConfig) -> None:
     """The daemon may wake late; several held presses then resolve in press order, and the
     first to raise opens the incident the others attach to."""
-    sim = Sim(configs({"cancel_gestures": ["double"]}))
+    sim = Sim(configs({"compose_double": True, "cancel_gestures": ["double"]}))
     sim.run((P(0, A1), P(0.2, B1), P(0.3, A2)), flush=False)
     sim.clock.ns = BASE + s(5)
     resolved = sim.engine.expire(sim.clock.ns)
@@ -1174,7 +1346,7 @@ def test_adopted_presses_continue_their_windows(configs: MakeConfig) -> None:
     counted from the press, and they resolve as they would have. (p1's abort window began
     at its double window's end, 0.5 s; adopted, it is counted from the press, so it ends
     at 2 s instead of 2.5 s: the journal keeps no deadline.)"""
-    config = configs({"cancel_gestures": ["double"], "abort_window_s": 2.0})
+    config = configs({"compose_double": True, "cancel_gestures": ["double"], "abort_window_s": 2.0})
     old = Sim(config)
     old.run((P(0, A1),), flush=False)  # held: a double may follow
     old.advance(BASE + s(1))  # now waiting out its abort window
@@ -1196,6 +1368,7 @@ def test_adopted_presses_continue_their_windows(configs: MakeConfig) -> None:
 # before its abort window starts. A cancel gesture of the customer inside that first
 # wait withdraws the waiting press: nothing is ever raised for it.
 CANCEL_BEFORE_ABORT_WINDOW = {
+    "compose_double": True,
     "raise_gestures": ["single"],
     "cancel_gestures": ["double", "long"],
     "double_window_s": 1.5,
@@ -1310,7 +1483,7 @@ def test_a_cancel_double_withdraws_only_the_presses_it_follows(
     """A1 double-presses (a cancel double) at 1.1 s and 1.2 s after the presses
     ``before``; the other presses of customer 2001 still waiting are withdrawn by it, its
     own first half is resolved as 'double' only."""
-    sim = Sim(configs({"cancel_gestures": ["double"]}))
+    sim = Sim(configs({"compose_double": True, "cancel_gestures": ["double"]}))
     n = len(before)
     outs = sim.run((*before, P(1.1), P(1.2)))
     assert tokens(outs) == expected
@@ -1336,11 +1509,11 @@ def test_a_cancel_double_withdraws_only_the_presses_it_follows(
 
 PRESS_BEFORE_CANCEL = {
     "incident-open": (
-        {"cancel_gestures": ["double", "long"]},
+        {"compose_double": True, "cancel_gestures": ["double", "long"]},
         ["p1:hold", "p1=raise", "p2:hold", "p3:hold", "p4:cancel", "p2=withdrawn", "p3=raise"],
     ),
     "abort-window-running": (
-        {"cancel_gestures": ["double", "long"], "abort_window_s": 3.0},
+        {"compose_double": True, "cancel_gestures": ["double", "long"], "abort_window_s": 3.0},
         [
             *("p1:hold", "p1=held_abort", "p2:hold", "p3:hold"),
             *("p4:withdraw", "p1=withdrawn", "p2=withdrawn", "p3=held_abort", "p3=raise"),
@@ -1386,7 +1559,11 @@ def test_a_press_before_a_cancel_never_raises_after_it(
 # as a new press. Held presses are named by ``held_key`` (dedup key, boot, monotonic time),
 # so two of them held at once stay apart.
 SAME_KEY = "z2m:0000a001:0123456789abcdef"
-DOUBLE_CANCELS_AFTER_ABORT = {"cancel_gestures": ["double"], "abort_window_s": 5.0}
+DOUBLE_CANCELS_AFTER_ABORT = {
+    "compose_double": True,
+    "cancel_gestures": ["double"],
+    "abort_window_s": 5.0,
+}
 
 
 def test_presses_sharing_a_dedup_key_inside_an_abort_window(configs: MakeConfig) -> None:
@@ -1432,7 +1609,11 @@ def test_presses_sharing_a_dedup_key_and_a_double(configs: MakeConfig) -> None:
 # out the double window and is decided as a cancel when it ends (in ``expire``). By then
 # the customer's other presses still waiting for a double were made after it: a double
 # press made after the cancel is a new emergency and must still raise.
-CANCEL_ON_SINGLE = {"raise_gestures": ["double"], "cancel_gestures": ["single"]}
+CANCEL_ON_SINGLE = {
+    "compose_double": True,
+    "raise_gestures": ["double"],
+    "cancel_gestures": ["single"],
+}
 
 
 @pytest.mark.parametrize(

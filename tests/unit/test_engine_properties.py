@@ -6,14 +6,18 @@ none, counters or none, gaps of 0 to 3 s, incident ends and late wake-ups of the
 held-press task, are driven through ``decide`` / ``apply`` / ``expire`` as the daemon does
 (the harness is ``Sim`` in test_engine_gestures.py).
 
-- (a) on a type that raises on single, with no abort window: every qualifying press raises
-  when its customer has no open incident and attaches to the open one otherwise, so each
-  open-incident period has exactly one raise;
+- (a) on a type that decides every press at once (it raises on single, or its buttons
+  tell a double themselves: compose_double off), with no abort window: every qualifying
+  press raises when its customer has no open incident and attaches to the open one
+  otherwise, so each open-incident period has exactly one raise;
 - (b) sequences without a qualifying gesture never raise;
 - (c) during a walk test of every device nothing raises;
 - (d) the outcome never depends on the wall clock (the press stamps' or the system's);
 - (e) with abort windows and double presses, a raise never comes before its window ends,
-  and a withdrawn alarm never raises.
+  and a withdrawn alarm never raises;
+- (f) on a type whose buttons tell a double themselves (compose_double off), nothing waits
+  for a second press: every press is decided when it comes, as the gesture the button
+  reported (or measured), and two singles are never made a double.
 
 Every run also keeps the invariants: one open incident per customer, attaches and cancels
 name the open one, every held press is resolved exactly once, and a cancel gesture does
@@ -48,6 +52,9 @@ from .test_engine_gestures import (
     LONG,
     PENDANT,
     SINGLE,
+    TOLD_CANCEL,
+    TOLD_DOUBLE,
+    TOLD_TYPES,
     UNKNOWN,
     End,
     MakeConfig,
@@ -349,11 +356,16 @@ SINGLE_TYPES = [
     {"raise_gestures": ["single", "long", "hold"]},
     {"raise_gestures": ["single"], "cancel_gestures": ["long", "hold"], "debounce_s": 0.2},
 ]
+# Types that tell a double themselves (compose_double off), with and without abort windows.
+TOLD_TIMED_TYPES = [
+    {**TOLD_CANCEL, "raise_gestures": ["single", "long"], "abort_window_s": 2.0},
+    {**TOLD_DOUBLE, "cancel_gestures": ["hold"], "abort_window_s": 1.5},
+]
 
 
 @SETTINGS
 @given(
-    dtype=st.sampled_from(SINGLE_TYPES),
+    dtype=st.sampled_from(SINGLE_TYPES + TOLD_TYPES),
     specs=sequences(max_size=25),
     punctual=st.booleans(),
 )
@@ -413,18 +425,29 @@ def test_a_qualifying_press_raises_once_per_open_incident(
 # --------------------------------------------------------------------------- (b)
 
 # (device type, the gestures that never qualify on it: a single is left out where two of
-# them make a raising double)
+# them make a raising double, that is where the gateway composes doubles)
 NON_QUALIFYING: list[tuple[dict[str, Any], tuple[Gesture, ...]]] = [
     (LONG, ("single", "double", "hold")),
     ({"raise_gestures": ["hold"]}, ("single", "double", "long")),
     ({"raise_gestures": ["hold"], "cancel_gestures": ["long"]}, ("single", "double", "long")),
     (DOUBLE, ("long", "hold")),
-    ({"raise_gestures": ["double"], "abort_window_s": 2.0}, ("long", "hold")),
     (
-        {"raise_gestures": ["long"], "cancel_gestures": ["double"], "abort_window_s": 2.0},
+        {"compose_double": True, "raise_gestures": ["double"], "abort_window_s": 2.0},
+        ("long", "hold"),
+    ),
+    (
+        {
+            "compose_double": True,
+            "raise_gestures": ["long"],
+            "cancel_gestures": ["double"],
+            "abort_window_s": 2.0,
+        },
         ("single", "double", "hold"),
     ),
     ({"raise_gestures": ["long"], "double_window_s": 1.0}, ("single", "double", "hold")),
+    (TOLD_DOUBLE, ("single", "long", "hold")),
+    ({**TOLD_DOUBLE, "cancel_gestures": ["single"]}, ("single", "long", "hold")),
+    ({**TOLD_DOUBLE, "abort_window_s": 2.0}, ("single", "long", "hold")),
 ]
 
 
@@ -454,8 +477,20 @@ ALL_TYPES = [
     LONG,
     DOUBLE,
     ABORT,
-    {"raise_gestures": ["single", "long"], "cancel_gestures": ["double"], "abort_window_s": 2.0},
-    {"raise_gestures": ["double"], "cancel_gestures": ["hold"], "abort_window_s": 1.5},
+    {
+        "compose_double": True,
+        "raise_gestures": ["single", "long"],
+        "cancel_gestures": ["double"],
+        "abort_window_s": 2.0,
+    },
+    {
+        "compose_double": True,
+        "raise_gestures": ["double"],
+        "cancel_gestures": ["hold"],
+        "abort_window_s": 1.5,
+    },
+    TOLD_CANCEL,
+    *TOLD_TIMED_TYPES,
 ]
 
 
@@ -521,11 +556,27 @@ def test_outcome_never_depends_on_the_wall_clock(
 
 TIMED_TYPES = [
     ABORT,
-    {"raise_gestures": ["single", "long"], "cancel_gestures": ["double"], "abort_window_s": 2.0},
-    {"raise_gestures": ["double"], "cancel_gestures": ["hold"], "abort_window_s": 1.5},
-    {"raise_gestures": ["single"], "cancel_gestures": ["double"]},
-    {"raise_gestures": ["double"], "cancel_gestures": ["hold"], "double_window_s": 1.0},
+    {
+        "compose_double": True,
+        "raise_gestures": ["single", "long"],
+        "cancel_gestures": ["double"],
+        "abort_window_s": 2.0,
+    },
+    {
+        "compose_double": True,
+        "raise_gestures": ["double"],
+        "cancel_gestures": ["hold"],
+        "abort_window_s": 1.5,
+    },
+    {"compose_double": True, "raise_gestures": ["single"], "cancel_gestures": ["double"]},
+    {
+        "compose_double": True,
+        "raise_gestures": ["double"],
+        "cancel_gestures": ["hold"],
+        "double_window_s": 1.0,
+    },
     DOUBLE,
+    *TOLD_TIMED_TYPES,
 ]
 
 
@@ -541,7 +592,8 @@ def test_raises_wait_for_their_windows_and_withdrawn_alarms_never_raise(
     abort = s(dtype.get("abort_window_s", 0.0))
     window = s(dtype.get("double_window_s", 0.5))
     raises_on = set(dtype.get("raise_gestures", ["single"]))
-    uses_double = "double" in raises_on | set(dtype.get("cancel_gestures", []))
+    composes = dtype.get("compose_double", False)
+    uses_double = composes and "double" in raises_on | set(dtype.get("cancel_gestures", []))
     by_key = {o.key: o for o in sim.outs if not o.resolution and o.key != "end"}
     abort_since: dict[str, int] = {}  # held press -> when its abort window began
     withdrawn: dict[str, str | None] = {}  # withdrawn press -> the incident it would open
@@ -560,7 +612,12 @@ def test_raises_wait_for_their_windows_and_withdrawn_alarms_never_raise(
             if o.kind == "withdraw":  # a held raise, or presses waiting for a double
                 assert [r for r in sim.outs if r.by == o.key and r.kind == "withdrawn"], o
             starts = o.kind == "raise" or o.pending is not None
-            if starts and "double" in raises_on and effective(sim, o.key) != "double":
+            if (
+                starts
+                and uses_double
+                and "double" in raises_on
+                and effective(sim, o.key) != "double"
+            ):
                 double_of(sim, o, window)
             continue
         if o.kind == "held_abort":
@@ -615,5 +672,63 @@ def test_timed_types_do_hold_presses(configs: MakeConfig, dtype: dict[str, Any])
     """The properties above are not vacuous: a plain single or double press on each of
     these types is held (or raises at once only where nothing is waited for)."""
     sim = Sim(configs(dtype))
-    sim.run([P(0), P(0.2), P(10)])
+    sim.run([P(0), P(0.2), P(10), End(15), P(20, gesture="double")])
     assert "hold" in [o.kind for o in sim.outs]
+
+
+# --------------------------------------------------------------------------- (f)
+
+
+@SETTINGS
+@given(
+    dtype=st.sampled_from(TOLD_TYPES + TOLD_TIMED_TYPES),
+    specs=sequences(),
+    punctual=st.booleans(),
+)
+def test_a_type_that_tells_doubles_itself_never_waits_for_a_second_press(
+    configs: MakeConfig,
+    dtype: dict[str, Any],
+    specs: list[Spec],
+    punctual: bool,
+) -> None:
+    """Only an abort window holds a press; no single is merged into a double or starts a
+    cooldown; every press is decided on the gesture it was."""
+    sim = run(configs, dtype, specs, punctual=punctual)
+    abort = s(dtype.get("abort_window_s", 0.0))
+    raises_on = set(dtype.get("raise_gestures", ["single"]))
+    cancels_on = set(dtype.get("cancel_gestures", []))
+    for o in sim.outs:
+        if o.key == "end":
+            continue
+        if o.resolution:  # only a raise held in its abort window is resolved later
+            assert o.kind not in ("double", "held_abort"), o
+            assert o.key in sim.presses and effective(sim, o.key) in raises_on, o
+            continue
+        assert not o.reason.startswith(("three or more quick presses", "in the cooldown")), o
+        if o.kind == "hold":
+            assert o.pending is not None and abort > 0 and o.until_ns == o.t_ns + abort, o
+        if o.customer is None or o.reason.startswith("contact bounce"):
+            assert o.kind == "ignore", o
+            continue
+        gesture = effective(sim, o.key)
+        if gesture in raises_on:
+            assert o.kind in ("raise", "attach", "hold"), o
+        elif gesture in cancels_on:
+            assert o.kind in ("cancel", "withdraw", "ignore"), o
+        else:
+            assert o.kind == "ignore" and "does not raise" in o.reason, o
+        if o.kind in ("raise", "hold", "cancel", "withdraw"):
+            assert o.reason.startswith(f"{gesture} press from {o.device} "), o
+
+
+@pytest.mark.parametrize("dtype", TOLD_TYPES, ids=str)
+def test_told_types_hold_nothing_even_for_quick_singles(
+    configs: MakeConfig, dtype: dict[str, Any]
+) -> None:
+    """(f) is not vacuous: the same presses held on the type composing doubles are
+    decided at once without it."""
+    presses = [P(0), P(0.2), P(0.4, A2), P(1, gesture="double"), P(1.2)]
+    told = Sim(configs(dtype)).run(presses)
+    assert not [o for o in told if o.kind == "hold" or o.resolution], tokens(told)
+    composed = Sim(configs({**dtype, "compose_double": True})).run(presses)
+    assert "hold" in [o.kind for o in composed]

@@ -41,6 +41,7 @@ from .test_engine_gestures import (
     CUSTOMER,
     DOUBLE,
     SAME_KEY,
+    TOLD_CANCEL,
     Clock,
     MakeConfig,
     config_cache,
@@ -53,8 +54,12 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> MakeConfig:
     return config_cache(tmp_path_factory)
 
 
-SINGLE_OR_CANCEL_DOUBLE: dict[str, Any] = {"cancel_gestures": ["double"]}
-DOUBLE_WINDOW_THEN_ABORT: dict[str, Any] = {"cancel_gestures": ["double"], "abort_window_s": 2.0}
+SINGLE_OR_CANCEL_DOUBLE: dict[str, Any] = {"compose_double": True, "cancel_gestures": ["double"]}
+DOUBLE_WINDOW_THEN_ABORT: dict[str, Any] = {
+    "compose_double": True,
+    "cancel_gestures": ["double"],
+    "abort_window_s": 2.0,
+}
 
 
 class IdleUplink:
@@ -324,6 +329,61 @@ async def test_pattern_press_then_abort_window_is_stored_at_each_step(
         await router.expire_held()
         assert rows(path)["rf:0000a001:1"][0] == "raise"
         assert len(incidents(path)) == 1
+
+
+async def test_a_type_that_tells_doubles_itself_stores_every_press_decided(
+    configs: MakeConfig, path: Path, clock: Clock
+) -> None:
+    """compose_double off (the receiver's firmware tells a double): a single raises when it
+    comes, a second quick single attaches (two presses, not a cancel), a reported double
+    cancels. Nothing is ever stored as held."""
+    async with running(configs(TOLD_CANCEL), path, clock) as router:
+        first = await router.on_press(press(A1, 1, clock))
+        assert first is not None and (first.verdict, first.decision) == ("stored", "raise")
+        [(incident, key, state)] = incidents(path)
+        assert (first.incident_id, key, state) == (incident, CUSTOMER[A1], SENDING)
+        assert router.engine.next_deadline_ns() is None
+        clock.ns = BASE + s(0.2)
+        second = await router.on_press(press(A1, 2, clock))
+        assert second is not None and (second.decision, second.incident_id) == ("attach", incident)
+        clock.ns = BASE + s(0.4)
+        cancel = await router.on_press(press(A1, 3, clock, "double"))
+        assert cancel is not None and (cancel.decision, cancel.incident_id) == ("cancel", incident)
+        assert [(k, d) for k, d, _, _ in rows_in_order(path)] == [
+            ("rf:0000a001:1", "raise"),
+            ("rf:0000a001:2", "attach"),
+            ("rf:0000a001:3", "cancel"),
+        ]
+        assert await router.journal.call(Journal.held_presses) == []
+        assert router.engine.next_deadline_ns() is None
+        assert router.engine.open_incident(CUSTOMER[A1]) is None
+        assert router.status.counters.get("presses_held_pattern", 0) == 0
+
+
+@pytest.mark.parametrize("same_boot", [True, False], ids=["same-boot", "after-reboot"])
+async def test_a_press_held_for_a_double_before_composing_was_turned_off_resolves_as_a_single(
+    configs: MakeConfig, path: Path, clock: Clock, same_boot: bool
+) -> None:
+    """Stored as held_pattern by a type that composed doubles; the gateway restarts with
+    compose_double off: the press is adopted and resolved once, as the single it was, and
+    a later press never completes a double with it."""
+    boot = BOOT_ID if same_boot else f"{BOOT_ID}-before"
+    async with running(configs(SINGLE_OR_CANCEL_DOUBLE), path, clock) as router:
+        await router.on_press(press(A1, 1, clock, boot_id=boot))
+        assert rows(path)["rf:0000a001:1"][0] == "held_pattern"
+    clock.ns = BASE + s(0.2)
+    async with running(configs(TOLD_CANCEL), path, clock, adopt=True) as router:
+        clock.ns = BASE + s(0.3)
+        later = await router.on_press(press(A1, 2, clock))
+        assert later is not None and later.decision in ("raise", "attach")
+        clock.ns = BASE + s(0.5) + 1
+        await router.expire_held()
+        got = rows(path)
+        assert {got["rf:0000a001:1"][0], got["rf:0000a001:2"][0]} == {"raise", "attach"}
+        [(incident, _, _)] = incidents(path)
+        assert got["rf:0000a001:1"][2] == got["rf:0000a001:2"][2] == incident
+        assert await router.journal.call(Journal.held_presses) == []
+        assert router.engine.next_deadline_ns() is None
 
 
 # --------------------------------------------------------------------------- refused
@@ -603,7 +663,9 @@ async def test_cancel_of_the_open_incident_withdraws_a_waiting_press_in_the_jour
 ) -> None:
     """A2's press waits for a double when A1 cancels the open incident: both are stored in
     the cancel's transaction, and A2's press never raises afterwards."""
-    async with running(configs({"cancel_gestures": ["double", "long"]}), path, clock) as router:
+    async with running(
+        configs({"compose_double": True, "cancel_gestures": ["double", "long"]}), path, clock
+    ) as router:
         await router.on_press(press(A1, 1, clock))
         clock.ns = BASE + s(0.5) + 1
         await router.expire_held()
@@ -636,7 +698,7 @@ async def test_withdraw_in_the_abort_window_withdraws_a_waiting_press_in_the_jou
 ) -> None:
     """A1's raise waits out its abort window and A2's press waits for a double when A1
     cancels: both are withdrawn in one transaction and nothing is ever raised."""
-    dtype = {"cancel_gestures": ["double", "long"], "abort_window_s": 3.0}
+    dtype = {"compose_double": True, "cancel_gestures": ["double", "long"], "abort_window_s": 3.0}
     async with running(configs(dtype), path, clock) as router:
         await router.on_press(press(A1, 1, clock))
         clock.ns = BASE + s(0.5) + 1
@@ -671,7 +733,7 @@ async def test_presses_sharing_a_dedup_key_survive_expiry_and_restart(
     """Two presses of a button whose dedup key is its message content (zigbee2mqtt,
     rtl_433), both held at once: each row is resolved on its own, also when the gateway
     stopped with both held and adopted them at start."""
-    config = configs({"cancel_gestures": ["double"], "abort_window_s": 5.0})
+    config = configs({"compose_double": True, "cancel_gestures": ["double"], "abort_window_s": 5.0})
 
     def z2m() -> Press:
         return Press("mqtt:z2m", A1, "single", SAME_KEY, stamp=Stamp(clock.ns, 1.0))
