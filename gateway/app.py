@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ INPUT_OPEN_WAIT_S = 2.0
 
 async def run_daemon(config: Config) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
+    # The journal, MQTT and audit threads hand the GIL back within 1 ms rather than the
+    # default 5 ms: a press waiting on the event loop must not queue behind a PUBACK.
+    sys.setswitchinterval(0.001)
     status = StatusModel(devices=len(config.devices.devices))
     try:
         journal = await AsyncJournal(config.journal_path).open()
