@@ -420,6 +420,11 @@ class Engine:
             if key not in self._s.held:
                 continue  # resolved by an earlier one in this round
             device = self.config.device(held.press.device_id)
+            if held.hold == "abort" and held.pending is not None:
+                # The alarm was decided when pressed: a reload that removed the button
+                # since then does not take it back.
+                out.extend(self._release(held, device))
+                continue
             if device is None:  # removed from the registry by a reload
                 out.append(self._settle(Resolution(key, "ignore", "device no longer configured")))
                 continue
@@ -433,13 +438,14 @@ class Engine:
             out.extend(self._as_resolutions(key, decision))
         return out
 
-    def _release(self, held: Held, device: Device) -> list[Resolution]:
+    def _release(self, held: Held, device: Device | None) -> list[Resolution]:
         key = held_key(held.press)
         open_id = self._s.open.get(held.incident_key)
         if open_id is not None:  # another button of the same customer raised meanwhile
             why = f"abort window ended; {held.incident_key} already has open incident {open_id}"
             return [self._settle(Resolution(key, "attach", why, incident_id=open_id))]
-        pending = held.pending or self._new_incident(device)
+        assert held.pending is not None or device is not None
+        pending = held.pending or self._new_incident(device)  # type: ignore[arg-type]
         why = "abort window ended without a cancel: raised"
         return [self._settle(Resolution(key, "raise", why, new_incident=pending))]
 

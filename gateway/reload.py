@@ -37,7 +37,7 @@ from typing import Any
 
 from gateway import sdnotify
 from gateway.config import Config, ConfigError, load_config
-from gateway.config.loader import systemd_credential
+from gateway.config.loader import load_devices, systemd_credential
 from gateway.status import StatusModel
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,14 @@ class Reloader:
             logger.exception("event=reload_refused problems=1 error=%r", str(exc))
             self._set_error(f"reload failed: {exc}")
             return False
+        if new.gateway != old.gateway:
+            # gateway.toml changed too, but only a restart applies it: the new devices must
+            # also hold against the settings that keep running (e.g. [gateway.position]).
+            try:
+                await asyncio.to_thread(load_devices, new.devices_path, old.gateway, warnings=[])
+            except ConfigError as exc:
+                self._refused(exc)
+                return False
         self._apply(old, new)
         return True
 
