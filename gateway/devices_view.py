@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.tables import ago
+
 if TYPE_CHECKING:  # the listing alone is printed without the config models (pydantic)
     from gateway.config import Config
     from gateway.config.models import Device
@@ -106,18 +108,6 @@ def device_rows(
     return {"running": running, "state": state, "devices": devices, "unknown_devices": unknown}
 
 
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} d ago"
-
-
 def _signal(row: dict[str, Any]) -> str:
     if row.get("rssi_dbm") is not None:
         return f"{row['rssi_dbm']} dBm"
@@ -152,7 +142,7 @@ def listing(data: dict[str, Any]) -> str:
                 d["id"],
                 d["type"],
                 d["route"],
-                age(d["last_seen_age_s"]),
+                ago(d["last_seen_age_s"]),
                 battery,
                 _signal(d),
                 _flags(d),
@@ -182,7 +172,7 @@ def listing(data: dict[str, Any]) -> str:
         lines.append("unknown devices heard (not in the registry):")
         for u in data["unknown_devices"]:
             lines.append(
-                f"  {u['id']} on {u['source']}, {age(u['last_seen_age_s'])}, "
+                f"  {u['id']} on {u['source']}, {ago(u['last_seen_age_s'])}, "
                 f"{u['messages']} messages, {u['presses']} presses: {u['detail']}"
             )
     return "\n".join(lines)
