@@ -218,10 +218,17 @@ async def _inputs_opened(inputs: list[Any], limit_s: float) -> None:
 
 
 async def _keep_journal_small(journal: AsyncJournal, status: StatusModel, cap: int) -> None:
-    """Report how full the journal is and prune ended history before it reaches its cap."""
+    """Report how full the journal is and prune ended history before it reaches its cap.
+
+    Pruning goes in bounded steps (``Journal.prune_step``, ~50 ms each), one journal call
+    each: presses, alarms and the watchdog's probe queue between them, never behind a
+    whole prune of a big journal."""
     while True:
+        removed = 0
         try:
-            removed = await journal.call(lambda j: j.prune(cap))
+            while step := await journal.call(lambda j: j.prune_step(cap)):
+                removed += step
+                await asyncio.sleep(0)  # let waiting presses reach the journal thread first
             used, on_disk = await journal.call(lambda j: j.size())
         except JournalError as exc:
             logger.error("event=journal_error error=%s", exc)

@@ -12,9 +12,14 @@ and only when all of these hold:
   ended, for whatever reason, is a daemon that no longer does its work;
 * **the journal thread answers**: each ping interval a probe (``Journal.probe``: ``BEGIN
   IMMEDIATE``, one read, ``ROLLBACK``; nothing written) goes through ``AsyncJournal``'s
-  one thread and must come back within half an interval. Every press and alarm goes
-  through that thread, so a hung fsync, a database another process keeps locked, or a
-  wedged thread stops the pings within one watchdog interval;
+  one thread. A probe that fails (``JournalError``: e.g. the database locked by another
+  process past the 5 s busy timeout) withholds the ping; one that is merely slow does not,
+  until it has been outstanding for :data:`PROBE_LIMIT_SHARE` of ``WatchdogSec`` (20 s of
+  30 s). That is far above the longest legitimate journal call (busy timeout 5 s plus an
+  fsync; pruning runs in batches of ~50 ms, ``Journal.prune_step``), yet a hung fsync or a
+  wedged thread still stops the pings within one watchdog interval: the pinger waits at
+  most half an interval per tick, so a probe stuck from tick T is pinged for at T + 1/2
+  interval at the latest and withheld at T + 2/3 ``WatchdogSec``;
 * **no critical step is stuck**: a batch of presses through the router, one round of held
   presses, one alarm delivery, one follower poll of a callout are *steps*
   (:func:`watched`), each with a limit well above what it can take when things work
@@ -59,6 +64,11 @@ DEFAULT_LIMITS: dict[str, float] = {
     "uplink": 120.0,
     "follower": 120.0,
 }
+
+# An outstanding journal probe is a problem once older than this share of WatchdogSec
+# (the ping interval is half of it). At most 3/4: a probe stuck from tick T must not be
+# pinged for past T + 1/2 interval, so the pings stop within one WatchdogSec.
+PROBE_LIMIT_SHARE = 2 / 3
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,7 @@ async def keep_watchdog(
 ) -> None:
     """Ping every ``interval_s`` while :mod:`the rules <gateway.health>` hold; forever."""
     loop = asyncio.get_running_loop()
-    probe_limit = interval_s / 2
+    probe_limit = PROBE_LIMIT_SHARE * 2 * interval_s  # WatchdogSec = 2 * interval_s
     probe: asyncio.Future[None] | None = None
     probe_started = 0.0
     withheld: set[str] = set()
@@ -156,10 +166,15 @@ async def keep_watchdog(
                 probe_started = loop.time()
             # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that lands as the probe completes, and the daemon would not stop.
-            await asyncio.wait({probe}, timeout=probe_limit)
+            # Wait for the answer at most half an interval, and not past the probe's limit.
+            overdue_at = probe_started + probe_limit
+            wait_s = min(interval_s / 2, overdue_at - loop.time())
+            await asyncio.wait({probe}, timeout=max(wait_s, 0.0))
             if not probe.done():
                 waited = loop.time() - probe_started
-                problems.append(Problem("journal", f"journal not answering for {waited:.1f} s"))
+                if wait_s < interval_s / 2:  # waited up to the limit: not merely slow
+                    problems.append(Problem("journal", f"journal not answering for {waited:.1f} s"))
+                # else merely slow (below the limit): not a problem yet
             else:
                 failed, probe = probe.exception(), None
                 if isinstance(failed, JournalError | RuntimeError):  # RuntimeError: executor down

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS presses (
     wall_trusted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS presses_dedup ON presses(dedup_key);
+-- Pruning and re-raising find a callout's presses and outbox rows by incident.
+CREATE INDEX IF NOT EXISTS presses_incident ON presses(incident_id);
 CREATE TABLE IF NOT EXISTS device_counters (
     device_id   TEXT PRIMARY KEY,
     counter     INTEGER NOT NULL,
@@ -92,6 +94,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_wall   REAL,
     payload     TEXT
 );
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq);
 CREATE TABLE IF NOT EXISTS seen_open (
     incident_id TEXT PRIMARY KEY,
@@ -128,6 +131,8 @@ PENDING, SENDING, OPEN, CLOSED, FAILED = "pending", "sending", "open", "closed",
 DELIVERED = "delivered"  # AURA took the raise but named no callout to follow
 TRAIL_LIMIT = 100  # positions kept per callout
 PRUNE_TO = 0.8  # pruning brings the journal down to this share of its cap
+PRUNE_BATCH = 100  # ended incidents (and as many ignored presses) per prune transaction
+PRUNE_STEP_S = 0.05  # work per Journal.prune_step: one journal call, presses go between
 CANCELLED = "cancelled"
 ACTIVE_STATES = (PENDING, SENDING, OPEN)
 
@@ -796,41 +801,60 @@ class Journal:
         wal_bytes = wal.stat().st_size if wal.exists() else 0
         return (pages - free) * page, pages * page + wal_bytes
 
-    def prune(self, max_bytes: int, batch: int = 500) -> int:
+    def prune(self, max_bytes: int, batch: int = PRUNE_BATCH) -> int:
         """Keep the journal under ``max_bytes``: drop the history of ended incidents and of
         ignored presses, oldest first. Alarms waiting for AURA, open incidents and the
-        replay counters are never touched. Returns the presses removed."""
+        replay counters are never touched. Returns the rows removed. All in one call: the
+        daemon prunes with :meth:`prune_step`, one bounded journal call at a time."""
+        removed = 0
+        while step := self.prune_step(max_bytes, batch):
+            removed += step
+        return removed
+
+    def prune_step(
+        self, max_bytes: int, batch: int = PRUNE_BATCH, budget_s: float = PRUNE_STEP_S
+    ) -> int:
+        """A bounded piece of :meth:`prune`: transactions of at most ``batch`` ended
+        incidents (with their presses) and ``batch`` ignored presses, until the journal is
+        under its target, nothing more may go, or ``budget_s`` of work is spent (always at
+        least one transaction). Returns the rows removed: 0 when pruning is done."""
+        started = time.monotonic()
         removed = 0
         while self.size()[0] > max_bytes * PRUNE_TO:
-            ended = self._db.execute(
-                "SELECT id FROM incidents WHERE state NOT IN (?, ?, ?) AND NOT (state = ?"
-                " AND acknowledged_wall IS NULL) AND id NOT IN (SELECT incident_id FROM outbox"
-                " WHERE state = 'pending') ORDER BY rowid LIMIT ?",
-                (PENDING, SENDING, OPEN, FAILED, batch),
-            ).fetchall()
-            ids = [r[0] for r in ended]
-
-            def drop(db: sqlite3.Connection, ids: list[str] = ids) -> int:
-                marks = ",".join("?" * len(ids))
-                gone = db.execute(
-                    "DELETE FROM presses WHERE rowid IN (SELECT rowid FROM presses WHERE"
-                    " incident_id IS NULL ORDER BY id LIMIT ?)",
-                    (batch,),
-                ).rowcount
-                gone += db.execute(
-                    f"DELETE FROM presses WHERE incident_id IN ({marks})", ids
-                ).rowcount
-                if ids:
-                    db.execute(f"DELETE FROM outbox WHERE incident_id IN ({marks})", ids)
-                    db.execute(f"DELETE FROM trail WHERE incident_id IN ({marks})", ids)
-                    db.execute(f"DELETE FROM incidents WHERE id IN ({marks})", ids)
-                return gone + len(ids)
-
-            dropped = self._tx(drop)
+            dropped = self._prune_batch(batch)
             if dropped == 0:
                 break  # nothing left that may go: the status reports the fill
             removed += dropped
+            if time.monotonic() - started >= budget_s:
+                break
         return removed
+
+    def _prune_batch(self, batch: int) -> int:
+        """One transaction of :meth:`prune`: the oldest ``batch`` ended incidents that no
+        alarm waits for, and the oldest ``batch`` ignored presses."""
+        ended = self._db.execute(
+            "SELECT id FROM incidents WHERE state NOT IN (?, ?, ?) AND NOT (state = ?"
+            " AND acknowledged_wall IS NULL) AND id NOT IN (SELECT incident_id FROM outbox"
+            " WHERE state = 'pending') ORDER BY rowid LIMIT ?",
+            (PENDING, SENDING, OPEN, FAILED, batch),
+        ).fetchall()
+        ids = [r[0] for r in ended]
+
+        def drop(db: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(ids))
+            gone = db.execute(
+                "DELETE FROM presses WHERE rowid IN (SELECT rowid FROM presses WHERE"
+                " incident_id IS NULL ORDER BY id LIMIT ?)",
+                (batch,),
+            ).rowcount
+            gone += db.execute(f"DELETE FROM presses WHERE incident_id IN ({marks})", ids).rowcount
+            if ids:
+                db.execute(f"DELETE FROM outbox WHERE incident_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM trail WHERE incident_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM incidents WHERE id IN ({marks})", ids)
+            return gone + len(ids)
+
+        return self._tx(drop)
 
     def restamp_untrusted(self, boot_id: str, now_wall: float, now_mono_ns: int) -> tuple[int, int]:
         """Correct this boot's press times taken before the wall clock was trusted.

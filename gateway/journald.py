@@ -17,6 +17,8 @@ never anything the message does not already say, and the messages never carry a 
 Used only when stderr *is* the journal (``$JOURNAL_STREAM`` names stderr's device and
 inode, as systemd sets it); a record the socket refuses (journald restarting, a message
 too large for one datagram) goes to the plain stderr handler instead, so nothing is lost.
+Sending never blocks (``MSG_DONTWAIT``): when journald's queue is full a record is dropped
+and counted, and ``event=log_dropped records=N`` says so once journald reads again.
 systemd-python would need libsystemd-dev and a C build for this (README, TESTBED.md §1).
 """
 
@@ -108,6 +110,7 @@ class JournaldHandler(logging.Handler):
         self.identifier = identifier
         self.fallback = fallback
         self._sock: socket.socket | None = None
+        self.dropped = 0  # records journald had no room for, not yet reported
         self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
 
     def record_fields(self, record: logging.LogRecord) -> dict[str, str]:
@@ -135,11 +138,35 @@ class JournaldHandler(logging.Handler):
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(data, self.socket_path)
+            if self.dropped:
+                self._send(self._dropped_notice())
+                self.dropped = 0
+            self._send(data)
+        except BlockingIOError:
+            # journald's queue is full (it is not reading): never wait for it, the caller is
+            # the event loop. Not to stderr either, that is a stream into the same journald.
+            # Counted, and said once journald takes datagrams again.
+            self.dropped += 1
         except OSError:
             # journald away or the record too big for a datagram: the plain stream has it.
             if self.fallback is not None:
                 self.fallback.handle(record)
+
+    def _send(self, data: bytes) -> None:
+        assert self._sock is not None
+        self._sock.sendto(data, socket.MSG_DONTWAIT, self.socket_path)
+
+    def _dropped_notice(self) -> bytes:
+        return encode(
+            {
+                "MESSAGE": f"{__name__}: event=log_dropped records={self.dropped}"
+                " (journald's socket was full)",
+                "PRIORITY": str(priority(logging.WARNING)),
+                "SYSLOG_IDENTIFIER": self.identifier,
+                "LOGGER": __name__,
+                "EVENT": "log_dropped",
+            }
+        )
 
     def close(self) -> None:
         if self._sock is not None:

@@ -13,7 +13,8 @@ has none.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+import logging
+from collections.abc import Collection, Iterable
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +23,8 @@ from gateway.leds.blinker import Blinker
 from gateway.leds.states import OFF, Pattern
 
 CONSUMER = "aura-gateway"
+
+logger = logging.getLogger(__name__)
 
 
 class GpiodUnavailable(GatewayError):
@@ -67,18 +70,38 @@ class GpiodLeds:
             chip, consumer=CONSUMER, config={tuple(self._ids.values()): settings}
         )
         self._blinker = Blinker(self._write)
+        self._failing: set[str] = set()
 
-    def set(self, led: str, pattern: Pattern) -> None:
-        if led in self._ids:
+    def set(self, led: str, pattern: Pattern) -> bool:
+        """Show ``pattern``; False: the line could not be set (logged once until it
+        works again). A blink's later edges are the blink task's (it logs them)."""
+        if led not in self._ids:
+            return False
+        try:
             self._blinker.set(led, pattern)
+        except OSError as exc:
+            if led not in self._failing:
+                self._failing.add(led)
+                logger.warning("event=led_write_failed led=%s error=%s", led, exc)
+            return False
+        if led in self._failing:
+            self._failing.discard(led)
+            logger.info("event=led_ok led=%s", led)
+        return True
 
-    def close(self) -> None:
+    def close(self, keep: Collection[str] = ()) -> None:
+        """Switch every line off except those in ``keep`` (left as they are: a relay on
+        for an undelivered alarm), then release the lines. Never raises OSError."""
         self._blinker.close()
         try:
             for name in self._ids:
-                self._blinker.set(name, OFF)
+                if name not in keep:
+                    self.set(name, OFF)
         finally:
-            self._request.release()
+            try:
+                self._request.release()
+            except OSError as exc:
+                logger.warning("event=led_release_failed error=%s", exc)
 
     def _write(self, led: str, on: bool) -> None:
         self._request.set_value(self._ids[led], self._active if on else self._inactive)

@@ -5,7 +5,7 @@ the log as ``event=leds``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from gateway.leds.states import OFF, Pattern
 
@@ -17,9 +17,11 @@ class MockLeds:
         self._clock = clock
         self.timeline: list[tuple[float, str, Pattern]] = []
         self.closed = False
+        self.kept: tuple[str, ...] = ()  # what close() was told to leave as it was
 
-    def set(self, led: str, pattern: Pattern) -> None:
+    def set(self, led: str, pattern: Pattern) -> bool:
         self.timeline.append((self._clock(), led, pattern))
+        return True
 
     def current(self, led: str) -> Pattern:
         """What ``led`` shows now (off if it was never set)."""
@@ -32,5 +34,6 @@ class MockLeds:
         """Every pattern ``led`` was given, in order."""
         return [pattern for _, name, pattern in self.timeline if name == led]
 
-    def close(self) -> None:
+    def close(self, keep: Collection[str] = ()) -> None:
         self.closed = True
+        self.kept = tuple(keep)

@@ -10,7 +10,11 @@ Two LEDs and a relay:
 - the **status** LED (green) is about the box, or, while the red one is steady on, about
   the help on its way (slow blink: called; fast blink: on the way; steady: on scene);
 - the **relay** (a siren, or an input of a local alarm panel) is on while an alarm could
-  not be delivered and nobody has acknowledged it.
+  not be delivered and nobody has acknowledged it: AURA refused it, or alarms are
+  waiting and AURA refuses the credentials (nothing can get out), or the oldest waiting
+  alarm has waited :data:`WAITING_TOO_LONG_S` or longer (:func:`relay_reason`). The relay
+  follows these facts, not the LED state's priority: a press in its abort window never
+  switches it off.
 
 Every pattern is steady or a plain on/off blink, which the Linux LED class's ``timer``
 trigger times in the kernel: a blinking LED costs the daemon nothing.
@@ -59,6 +63,7 @@ class LedState:
     relay: bool
     looks: str  # what a technician sees, in words
     action: str  # what the technician should do
+    relay_note: str = ""  # the README's relay column when it is not plain on/off
 
 
 # Highest priority first. Each (alarm, status, relay) is used by exactly one state.
@@ -103,6 +108,7 @@ STATES: tuple[LedState, ...] = (
         "The alarms are stored and go out by themselves. Check the box's network; "
         "`aura-gateway status` says why (uplink down, credentials refused). Call the "
         "control room if it lasts.",
+        "on if the credentials are refused, or an alarm has waited 60 s or longer",
     ),
     LedState(
         "callout_open",
@@ -191,6 +197,9 @@ STATES: tuple[LedState, ...] = (
 BY_NAME: dict[str, LedState] = {s.name: s for s in STATES}
 OFF_STATE = LedState("stopped", "The daemon is not running", OFF, OFF, False, "dark", "")
 
+# An alarm waiting this long (uplink down) is treated as undelivered: the relay goes on.
+WAITING_TOO_LONG_S = 60.0
+
 
 # AURA's callout stage is free text (README, "Following"): matched by keyword, without
 # case; unknown words count as "still open, no responder yet". A closed status (the
@@ -226,6 +235,9 @@ class Situation:
     inputs_lost: tuple[str, ...] = ()  # inputs neither ok nor starting
     devices_silent: int = 0
     config_error: str | None = None
+    # How long the oldest waiting alarm has waited; None: not known (the LED driver then
+    # counts how long alarms have waited with the uplink down).
+    oldest_pending_age_s: float | None = None
 
 
 def situation(
@@ -245,6 +257,7 @@ def situation(
             inputs_lost=tuple(n for n, h in status.inputs.items() if _lost(h.state)),
             devices_silent=sum(1 for h in status.devices_seen.values() if h.silent),
             config_error=status.config_error,
+            oldest_pending_age_s=_age(getattr(status, "oldest_pending_alarm_age_s", None)),
         )
     uplink = status.get("uplink") or {}
     return Situation(
@@ -263,7 +276,12 @@ def situation(
             1 for h in (status.get("devices_seen") or {}).values() if h.get("silent")
         ),
         config_error=status.get("config_error"),
+        oldest_pending_age_s=_age(status.get("oldest_pending_alarm_age_s")),
     )
+
+
+def _age(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _lost(state: str) -> bool:
@@ -296,6 +314,18 @@ def choose(s: Situation) -> LedState:
     return BY_NAME["healthy" if s.ready else "booting"]
 
 
+def relay_reason(s: Situation, too_long_s: float = WAITING_TOO_LONG_S) -> str | None:
+    """Why the relay is on (an alarm that is not getting through), or None."""
+    if s.undeliverable:
+        return "undeliverable"
+    if s.pending_alarms and s.uplink == "unauthorized":
+        return "credentials_refused"
+    age = s.oldest_pending_age_s
+    if s.pending_alarms and age is not None and age >= too_long_s:
+        return "waiting_too_long"
+    return None
+
+
 def led_state(
     status: StatusModel | Mapping[str, Any], *, ready: bool = True, walk_test_press: bool = False
 ) -> LedState:
@@ -311,6 +341,6 @@ def readme_table() -> str:
     for n, s in enumerate(STATES, 1):
         lines.append(
             f"| {n} | **{s.name}**: {s.title} | {s.looks} | {s.alarm} | {s.status} | "
-            f"{'on' if s.relay else 'off'} | {s.action} |"
+            f"{s.relay_note or ('on' if s.relay else 'off')} | {s.action} |"
         )
     return "\n".join(lines)

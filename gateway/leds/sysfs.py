@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from gateway.leds.blinker import Blinker
@@ -71,7 +71,8 @@ class SysfsLeds:
         self._max: dict[str, int] = {}
         self._soft = Blinker(self._set_brightness)
 
-    def set(self, led: str, pattern: Pattern) -> None:
+    def set(self, led: str, pattern: Pattern) -> bool:
+        """Show ``pattern``; False: it could not be written (warned about once)."""
         path = self.root / led
         if not (path / "trigger").exists():
             self._warn_once(
@@ -83,7 +84,7 @@ class SysfsLeds:
                 path,
                 self.root,
             )
-            return
+            return False
         try:
             current, available = read_trigger((path / "trigger").read_text())
             if current == "timer" or (pattern.kind == "blink" and "timer" in available):
@@ -115,12 +116,15 @@ class SysfsLeds:
                 led,
                 exc,
             )
-        else:
-            if any(key[0] == led for key in self._warned):
-                logger.info("event=led_ok led=%s", led)  # it came (or was fixed)
-                self._warned = {key for key in self._warned if key[0] != led}
+            return False
+        if any(key[0] == led for key in self._warned):
+            logger.info("event=led_ok led=%s", led)  # it came (or was fixed)
+            self._warned = {key for key in self._warned if key[0] != led}
+        return True
 
-    def close(self) -> None:
+    def close(self, keep: Collection[str] = ()) -> None:
+        """Stop the soft blinks; every output stays as it was last set (the driver set
+        them). An output in ``keep`` never blinks in software, so nothing changes."""
         self._soft.close()
 
     # ------------------------------------------------------------------ the files

@@ -210,3 +210,36 @@ def test_pruning_keeps_waiting_alarms_and_open_incidents(tmp_path: Path) -> None
     assert journal.next_alarm() is not None and journal.next_alarm().incident_id == waiting.id  # type: ignore[union-attr]
     assert journal.incident(opened.id) is not None
     assert journal.press_count(waiting.id) == 1 and journal.press_count(opened.id) == 1
+
+
+def test_pruning_goes_in_bounded_steps_oldest_first(tmp_path: Path) -> None:
+    # The daemon prunes one prune_step per journal call (app._keep_journal_small), so a
+    # press or the watchdog's probe waits for one step, never for a whole prune.
+    journal = Journal(tmp_path / "j.sqlite")
+    waiting = incident("customer:waiting")
+    journal.commit_press(press(1), decision="raise", reason="r", new_incident=waiting)
+    ended_ids = []
+    for n in range(2, 1200):
+        ended = incident(f"customer:{n}")
+        journal.commit_press(press(n), decision="raise", reason="r", new_incident=ended)
+        journal._db.execute("UPDATE outbox SET state = 'done' WHERE incident_id = ?", (ended.id,))
+        journal.mark_closed(ended.id, "Closed")
+        ended_ids.append(ended.id)
+    used, _ = journal.size()
+    cap = used // 2
+
+    first = journal.prune_step(cap, batch=10, budget_s=0.0)  # one transaction only
+    assert first == 20  # 10 incidents and their 10 presses
+    assert journal.incident(ended_ids[0]) is None and journal.incident(ended_ids[9]) is None
+    assert journal.incident(ended_ids[10]) is not None  # oldest first
+
+    steps, removed = 1, first
+    while step := journal.prune_step(cap, batch=10, budget_s=0.0):
+        steps, removed = steps + 1, removed + step
+        assert step <= 20
+    assert steps > 5 and journal.size()[0] <= cap
+    assert journal.prune_step(cap) == 0  # done: nothing to do
+    assert journal.next_alarm() is not None and journal.next_alarm().incident_id == waiting.id  # type: ignore[union-attr]
+    assert journal.prune(0) > 0  # everything that may go
+    assert journal.prune_step(0) == 0  # only the waiting alarm is left
+    assert journal.press_count(waiting.id) == 1

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import struct
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +144,39 @@ def test_refused_datagram_goes_to_the_fallback(tmp_path: Path) -> None:
     _logger(handler).info("event=ready devices=%d", 4)
     handler.close()
     assert [r.getMessage() for r in records] == ["event=ready devices=4"]
+
+
+def test_a_full_journald_queue_never_blocks_and_the_drops_are_reported(
+    journal_socket: tuple[Path, socket.socket],
+) -> None:
+    path, sock = journal_socket  # journald that does not read: its queue fills up
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    handler = JournaldHandler(path, fallback=logging.NullHandler())
+    logger = _logger(handler)
+
+    def flood() -> None:
+        for n in range(5000):
+            logger.info("event=press n=%d %s", n, "x" * 200)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    flooder.join(10)
+    assert not flooder.is_alive(), "logging blocked on journald's full socket"
+    dropped = handler.dropped
+    assert dropped > 0
+
+    sock.setblocking(False)  # journald reads again
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(65536)
+    logger.info("event=ready after=flood")
+    sock.settimeout(2)
+    notice, record = parse(sock.recv(65536)), parse(sock.recv(65536))
+    handler.close()
+    assert notice["EVENT"] == "log_dropped" and notice["PRIORITY"] == "4"
+    assert f"records={dropped}" in notice["MESSAGE"]
+    assert record["EVENT"] == "ready"
+    assert handler.dropped == 0
 
 
 def test_stderr_is_journal_only_when_journal_stream_names_it(

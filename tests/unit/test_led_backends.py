@@ -218,14 +218,14 @@ def test_a_missing_led_is_warned_about_once(
     leds = SysfsLeds(kernel.root, on_write=kernel.on_write)
     with caplog.at_level(logging.WARNING):
         for pattern in EVERY_PATTERN:
-            leds.set("aura:red:alarm", pattern)
+            assert leds.set("aura:red:alarm", pattern) is False  # not written: retried
     warnings = [r.getMessage() for r in caplog.records if "led_missing" in r.getMessage()]
     assert len(warnings) == 1
     assert "led=aura:red:alarm" in warnings[0] and str(kernel.root) in warnings[0]
     # It appears (a late driver, a fixed device tree): it is used, and said so.
     kernel.add("aura:red:alarm")
     with caplog.at_level(logging.INFO):
-        leds.set("aura:red:alarm", blink(100, 100))
+        assert leds.set("aura:red:alarm", blink(100, 100)) is True
     assert kernel.shown("aura:red:alarm") == blink(100, 100)
     assert any("event=led_ok led=aura:red:alarm" in r.getMessage() for r in caplog.records)
 
@@ -241,7 +241,7 @@ def test_a_refused_write_is_warned_about_once_and_never_raised(
     leds = SysfsLeds(kernel.root, on_write=refuse)
     with caplog.at_level(logging.WARNING):
         for pattern in EVERY_PATTERN:
-            leds.set("aura:red:alarm", pattern)
+            assert leds.set("aura:red:alarm", pattern) is False  # not written: retried
     warnings = [r.getMessage() for r in caplog.records if "led_write_failed" in r.getMessage()]
     assert len(warnings) == 1 and "99-aura-gateway-leds.rules" in warnings[0]
 
@@ -338,6 +338,33 @@ async def test_gpiod_steady_blink_and_close() -> None:
     written = len(request.writes)
     await asyncio.sleep(0.05)
     assert len(request.writes) == written, "no blinking after close"
+
+
+def test_gpiod_a_failing_line_is_reported_logged_once_and_close_can_keep_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gpiod = fake_gpiod()
+    leds = GpiodLeds("/dev/gpiochip0", ["17", "27"], gpiod=gpiod)
+    [request] = gpiod.requests
+    working = request.set_value
+
+    def broken(line: int | str, value: Value) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    request.set_value = broken
+    with caplog.at_level(logging.INFO):
+        assert leds.set("27", ON) is False  # never raises: the driver retries it
+        assert leds.set("27", ON) is False
+        request.set_value = working
+        assert leds.set("27", ON) is True
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("event=led_write_failed led=27" in m for m in messages) == 1
+    assert any("event=led_ok led=27" in m for m in messages)
+    assert leds.set("99", ON) is False  # not one of its lines
+    leds.set("17", ON)
+    leds.close(keep=["27"])  # the relay, on for an undelivered alarm, stays on
+    assert request.released
+    assert request.values(17)[-1] == Value.INACTIVE and request.values(27)[-1] == Value.ACTIVE
 
 
 def test_gpiod_missing_or_the_old_api_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -158,16 +158,104 @@ async def test_a_walk_test_press_shows_for_a_moment(
 
 
 async def test_stopping_turns_everything_off() -> None:
+    status = StatusModel(open_callouts={"i1": "created"})
+    leds = MockLeds()
+    task = asyncio.create_task(LedDriver(SETTINGS, status, backend=leds).run())
+    await settle()
+    assert leds.current("red") == ON
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (leds.current("red"), leds.current("green"), leds.current("siren")) == (OFF, OFF, OFF)
+    assert leds.closed and leds.kept == ()
+
+
+async def test_the_relay_stays_on_at_stop_while_an_alarm_is_unacknowledged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     status = StatusModel(failed_incidents={"i1": "403"})
     leds = MockLeds()
     task = asyncio.create_task(LedDriver(SETTINGS, status, backend=leds).run())
     await settle()
     assert leds.current("siren") == ON
+    with caplog.at_level(logging.WARNING):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # The LEDs go dark; the siren must not go quiet because the gateway stopped.
+    assert (leds.current("red"), leds.current("green"), leds.current("siren")) == (OFF, OFF, ON)
+    assert leds.patterns("siren") == [ON]
+    assert leds.closed and leds.kept == ("siren",)
+    assert any(
+        "event=relay_held_at_stop output=siren reason=undeliverable" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_the_relay_is_on_while_alarms_wait_and_the_credentials_are_refused(
+    running: Running,
+) -> None:
+    running.driver.ready()
+    await running.change(pending_alarms=1, uplink="down")
+    assert running.shown() == looks("queued")  # an outage alone: the alarms go out later
+    await running.change(uplink="unauthorized")  # nothing can get out
+    assert running.shown() == (blink(100, 1900), OFF, ON)
+    assert running.driver.relay_reason == "credentials_refused"
+    await running.change(abort_windows=1)  # another press meanwhile: the relay stays on
+    assert running.shown() == (blink(500, 500), OFF, ON)
+    await running.change(abort_windows=0, uplink="up", pending_alarms=0)
+    assert running.shown() == looks("healthy")
+    assert running.leds.patterns("siren") == [OFF, ON, OFF]
+
+
+async def test_the_relay_goes_on_when_alarms_have_waited_too_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(driver_module, "WAITING_TOO_LONG_S", 0.05)
+    status = StatusModel(uplink="down", pending_alarms=1)
+    leds = MockLeds()
+    task = asyncio.create_task(LedDriver(SETTINGS, status, backend=leds).run())
+    await settle()
+    assert leds.current("siren") == OFF  # not yet: the one-shot wake-up is scheduled
+    await asyncio.sleep(0.15)
+    assert leds.current("siren") == ON
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert (leds.current("red"), leds.current("green"), leds.current("siren")) == (OFF, OFF, OFF)
-    assert leds.closed
+    assert leds.current("siren") == ON  # undelivered: held at stop
+
+
+def test_the_status_models_age_of_the_oldest_alarm_is_used() -> None:
+    from gateway.leds.states import relay_reason, situation
+
+    waiting = {"pending_alarms": 1, "uplink": {"state": "up"}}
+    assert relay_reason(situation({**waiting, "oldest_pending_alarm_age_s": 5})) is None
+    assert (
+        relay_reason(situation({**waiting, "oldest_pending_alarm_age_s": 61.0}))
+        == "waiting_too_long"
+    )
+    assert relay_reason(situation({**waiting, "uplink": {"state": "unauthorized"}})) == (
+        "credentials_refused"
+    )
+    assert relay_reason(situation({"uplink": {"state": "unauthorized"}})) is None
+
+
+class Flaky(MockLeds):
+    """Fails every write to the outputs in ``failing`` (raising, or returning False)."""
+
+    def __init__(self, *failing: str, raises: bool = True) -> None:
+        super().__init__()
+        self.failing = set(failing)
+        self.raises = raises
+        self.attempts: list[tuple[str, Pattern]] = []
+
+    def set(self, led: str, pattern: Pattern) -> bool:
+        self.attempts.append((led, pattern))
+        if led in self.failing:
+            if self.raises:
+                raise OSError(5, "Input/output error")
+            return False
+        return super().set(led, pattern)
 
 
 async def test_no_relay_configured_means_two_outputs() -> None:
@@ -192,20 +280,100 @@ async def test_leds_that_cannot_be_opened_never_stop_the_gateway(
     assert any("event=leds_unavailable backend=gpiod" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_failing_backend_is_logged_and_the_task_ends_quietly(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_a_failing_backend_never_escapes_run(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(MockLeds):
-        def set(self, led: str, pattern: Pattern) -> None:
-            if pattern != OFF:
-                raise RuntimeError("bus error")
-            super().set(led, pattern)
+        def set(self, led: str, pattern: Pattern) -> bool:
+            raise RuntimeError("bus error")
 
-    leds = Broken()
-    with caplog.at_level(logging.ERROR):
-        await asyncio.wait_for(LedDriver(SETTINGS, StatusModel(), backend=leds).run(), 5)
-    assert any("event=leds_failed" in r.getMessage() for r in caplog.records)
-    assert leds.closed
+        def close(self, keep: object = ()) -> None:
+            raise OSError(19, "No such device")
+
+    status = StatusModel(failed_incidents={"i1": "403"})
+    task = asyncio.create_task(LedDriver(SETTINGS, status, backend=Broken()).run())
+    with caplog.at_level(logging.WARNING):
+        await settle()
+        assert not task.done()  # still running, retrying
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # the cancel, never the backend's error
+            await task
+    messages = [r.getMessage() for r in caplog.records]
+    # Logged once per output, however often it failed.
+    assert sum("event=led_output_failing role=relay" in m for m in messages) == 1
+    assert any("event=leds_close_failed" in m for m in messages)
+    assert status.counters["led_write_failures"] >= 3
+
+
+async def test_in_a_task_group_a_failing_backend_cancels_nothing() -> None:
+    class Broken(MockLeds):
+        def set(self, led: str, pattern: Pattern) -> bool:
+            raise OSError(5, "Input/output error")
+
+        def close(self, keep: object = ()) -> None:
+            raise OSError(5, "Input/output error")
+
+    driver = LedDriver(SETTINGS, StatusModel(), backend=Broken())
+    other_done = False
+
+    async def other() -> None:
+        nonlocal other_done
+        await asyncio.sleep(0.05)
+        other_done = True
+
+    async with asyncio.TaskGroup() as group:
+        leds_task = group.create_task(driver.run())
+        group.create_task(other())
+        await asyncio.sleep(0.01)
+        leds_task.cancel()
+    assert other_done
+
+
+@pytest.mark.parametrize("raises", [True, False])
+async def test_a_failed_write_is_retried_until_it_is_written(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raises: bool
+) -> None:
+    monkeypatch.setattr(driver_module, "RETRY_S", 0.05)
+    status = StatusModel(uplink="up")
+    leds = Flaky("siren", raises=raises)
+    driver = LedDriver(SETTINGS, status, backend=leds)
+    task = asyncio.create_task(driver.run())
+    with caplog.at_level(logging.INFO):
+        await settle()
+        status.failed_incidents["i1"] = "403"
+        status.changed()
+        await settle()
+        assert leds.current("siren") == OFF  # the write failed: not shown, not forgotten
+        tries = len([a for a in leds.attempts if a == ("siren", ON)])
+        await asyncio.sleep(0.12)  # the retry timer, not a busy loop
+        retried = len([a for a in leds.attempts if a == ("siren", ON)])
+        assert tries + 1 <= retried <= tries + 4
+        leds.failing.clear()  # the relay's driver is back
+        await asyncio.sleep(0.1)
+        assert leds.current("siren") == ON
+        attempts = len(leds.attempts)
+        await asyncio.sleep(0.12)
+        assert len(leds.attempts) == attempts  # written: no more retries
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("event=led_output_failing role=relay output=siren" in m for m in messages) == 1
+    assert any("event=led_output_ok role=relay output=siren" in m for m in messages)
+    assert status.counters["led_write_failures"] >= 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_failed_write_is_retried_on_the_next_status_change() -> None:
+    status = StatusModel(uplink="up", failed_incidents={"i1": "403"})
+    leds = Flaky("siren")
+    task = asyncio.create_task(LedDriver(SETTINGS, status, backend=leds).run())
+    await settle()
+    assert leds.current("siren") == OFF
+    leds.failing.clear()
+    status.changed()  # anything at all: the failed output is tried again
+    await settle()
+    assert leds.current("siren") == ON
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_backend_none_opens_nothing() -> None:
