@@ -283,7 +283,10 @@ def _aura_step_limit(config: Config) -> float:
     (gateway/health.py): a few whole AURA requests (token, the request, a 401 retry, the
     active-callouts check), each bounded by the configured timeouts, and a margin."""
     t = config.gateway.aura.timeouts
-    return 5 * (t.connect + t.write + t.read + t.pool) + 30.0
+    # Ten whole requests: a follower poll can be a device event, a read, the report and
+    # the map, each with a token refresh and a 401 retry. With the default timeouts that
+    # is 290 s: a busy poll is not a hang, a real hang is still caught.
+    return 10 * (t.connect + t.write + t.read + t.pool) + 30.0
 
 
 def _report_period(config: Config) -> float:

@@ -45,7 +45,10 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a socket left by a killed daemon
-        server = await asyncio.start_unix_server(self._client, path=str(self.path))
+        # A request line longer than this is refused with an answer, not a traceback.
+        server = await asyncio.start_unix_server(
+            self._client, path=str(self.path), limit=REQUEST_LIMIT
+        )
         os.chmod(self.path, 0o660)
         try:
             async with server:
@@ -62,10 +65,14 @@ class ControlServer:
             answer = await self._answer(line)
         except (TimeoutError, ConnectionError):
             answer = {"ok": False, "error": "no request"}
+        except ValueError:  # asyncio's LimitOverrunError: a line beyond REQUEST_LIMIT
+            answer = {"ok": False, "error": "request too large"}
         try:
             writer.write(json.dumps(answer).encode() + b"\n")
-            await writer.drain()
-        except ConnectionError:
+            # A client that never reads its answer does not keep this task (and a file
+            # descriptor) for ever.
+            await asyncio.wait_for(writer.drain(), timeout=10)
+        except (ConnectionError, TimeoutError):
             pass
         finally:
             writer.close()
