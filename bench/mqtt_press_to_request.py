@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from press_to_request import fdatasync_floor, http_floor, pct
+from press_to_request import fdatasync_floor, http_floor, report
 
 from gateway.demo import DaemonProcess, write_sim_config
 from gateway.sandbox import AuraSandbox, SandboxSeed
@@ -152,23 +151,10 @@ def main() -> int:
     finally:
         broker.stop()
 
-    floor_p50 = statistics.median(mqtts) + statistics.median(fsyncs) + statistics.median(rtts)
-    floor_p99 = pct(mqtts, 99) + pct(fsyncs, 99) + pct(rtts, 99)
-    p50, p99 = statistics.median(latencies), pct(latencies, 99)
-    steps = sum(1 for v in latencies if 38.0 <= v <= 45.0)
-    print(
+    title = (
         f"MQTT publish -> create-callout request, {len(latencies)} presses (after {WARMUP} warm-up)"
     )
-    print(f"  gateway      p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   max {max(latencies):7.2f} ms")
-    print(f"  MQTT deliver p50 {statistics.median(mqtts):7.2f} ms   p99 {pct(mqtts, 99):7.2f} ms")
-    print(f"  fdatasync    p50 {statistics.median(fsyncs):7.2f} ms   p99 {pct(fsyncs, 99):7.2f} ms")
-    print(f"  loopback RTT p50 {statistics.median(rtts):7.2f} ms   p99 {pct(rtts, 99):7.2f} ms")
-    print(f"  floor        p50 {floor_p50:7.2f} ms   p99 {floor_p99:7.2f} ms")
-    print(
-        f"  ratio        p50 {p50 / floor_p50:7.2f} x    p99 {p99 / floor_p99:7.2f} x"
-        "   (budget: p99 within 3x)"
-    )
-    print(f"  samples in 38-45 ms (Nagle/delayed-ACK step): {steps}")
+    report(title, latencies, {"MQTT deliver": mqtts, "fdatasync": fsyncs, "loopback RTT": rtts})
     return 0
 
 

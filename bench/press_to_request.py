@@ -33,6 +33,26 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def report(title: str, latencies: list[float], floor_parts: dict[str, list[float]]) -> None:
+    """Print the gateway's latencies beside the floor: the sum of the parts measured in the
+    same run (medians for p50, 99th percentiles for p99)."""
+    floor_p50 = sum(statistics.median(v) for v in floor_parts.values())
+    floor_p99 = sum(pct(v, 99) for v in floor_parts.values())
+    p50, p99 = statistics.median(latencies), pct(latencies, 99)
+    steps = sum(1 for v in latencies if 38.0 <= v <= 45.0)
+    print(title)
+    print(f"  gateway      p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   max {max(latencies):7.2f} ms")
+    for name, values in floor_parts.items():
+        med, tail = statistics.median(values), pct(values, 99)
+        print(f"  {name:<12} p50 {med:7.2f} ms   p99 {tail:7.2f} ms")
+    print(f"  floor        p50 {floor_p50:7.2f} ms   p99 {floor_p99:7.2f} ms")
+    print(
+        f"  ratio        p50 {p50 / floor_p50:7.2f} x    p99 {p99 / floor_p99:7.2f} x"
+        "   (budget: p99 within 3x)"
+    )
+    print(f"  samples in 38-45 ms (Nagle/delayed-ACK step): {steps}")
+
+
 def fdatasync_floor(directory: Path, n: int) -> list[float]:
     path = directory / "fsync-probe"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -128,20 +148,8 @@ def main() -> int:
         finally:
             daemon.stop()
 
-    floor_p50 = statistics.median(fsyncs) + statistics.median(rtts)
-    floor_p99 = pct(fsyncs, 99) + pct(rtts, 99)
-    p50, p99 = statistics.median(latencies), pct(latencies, 99)
-    steps = sum(1 for v in latencies if 38.0 <= v <= 45.0)
-    print(f"press -> create-callout request, {len(latencies)} presses (after {WARMUP} warm-up)")
-    print(f"  gateway      p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   max {max(latencies):7.2f} ms")
-    print(f"  fdatasync    p50 {statistics.median(fsyncs):7.2f} ms   p99 {pct(fsyncs, 99):7.2f} ms")
-    print(f"  loopback RTT p50 {statistics.median(rtts):7.2f} ms   p99 {pct(rtts, 99):7.2f} ms")
-    print(f"  floor        p50 {floor_p50:7.2f} ms   p99 {floor_p99:7.2f} ms")
-    print(
-        f"  ratio        p50 {p50 / floor_p50:7.2f} x    p99 {p99 / floor_p99:7.2f} x"
-        "   (budget: p99 within 3x)"
-    )
-    print(f"  samples in 38-45 ms (Nagle/delayed-ACK step): {steps}")
+    title = f"press -> create-callout request, {len(latencies)} presses (after {WARMUP} warm-up)"
+    report(title, latencies, {"fdatasync": fsyncs, "loopback RTT": rtts})
     return 0
 
 
